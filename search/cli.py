@@ -1,0 +1,386 @@
+"""The `mentee` command.
+
+    mentee quickstart                         # mentor, sweep, front and pick on MNIST-1D
+    mentee mentor train --dataset mnist1d     # train and save a mentor
+    mentee compare --mentor mentors/mnist1d.pt --widths 8 --hint last:layer3 --seeds 3
+    mentee sweep spaces/mnist1d.yaml [--dry-run | --resume] [--address auto]
+    mentee pareto | mentee pick --max-params 5k | mentee export RUN_ID --format onnx | mentee ui
+
+Every command turns bad input into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from search.errors import TrainingDiverged, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Find the best small network a device can hold, trained under a mentor.")
+mentor_app = typer.Typer(no_args_is_help=True, help="Train or inspect mentors.")
+app.add_typer(mentor_app, name="mentor")
+
+URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here)."
+
+
+def _friendly(fn):
+    """Bad input → one line and exit 2; a diverged run → one line and exit 1."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except UserError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        except TrainingDiverged as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+    return wrapper
+
+
+def _console():
+    from search.progress import console
+    return console
+
+
+def _widths(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        ws = tuple(int(w) for w in text.replace("x", ",").split(",") if w.strip())
+    except ValueError:
+        raise UserError(f"{flag}: '{text}' is not a list of integers like 8,16,32") from None
+    if not ws or min(ws) < 1:
+        raise UserError(f"{flag}: '{text}' must list integers ≥ 1")
+    return ws
+
+
+# ------------------------------------------------------------------ mentor
+
+@mentor_app.command("train")
+@_friendly
+def mentor_train(
+    space: Optional[Path] = typer.Argument(None, help="Train the mentor a space file names (its mentor.path)."),
+    dataset: str = typer.Option("mnist1d", help="Dataset name (mnist1d, digits, iris, libsvm:PATH, mnist, ...)."),
+    root: Optional[str] = typer.Option(None, help="Directory of local dataset files (mnist, cifar10)."),
+    n_samples: Optional[int] = typer.Option(None, help="Samples to generate or keep (mnist1d default 5000)."),
+    family: str = typer.Option("conv1d", help="Mentor family: conv1d, conv2d or mlp."),
+    widths: str = typer.Option("64,128,128,128", help="Channels / hidden sizes per layer."),
+    kernel: int = typer.Option(5, help="Convolution kernel size."),
+    batch_norm: bool = typer.Option(True, help="Batch norm after each convolution."),
+    epochs: int = typer.Option(60, min=1, help="Training epochs."),
+    lr: float = typer.Option(3e-3, help="Peak learning rate (one-cycle)."),
+    seed: int = typer.Option(0, help="Seed for the split, the initialisation and the data order."),
+    out: Path = typer.Option(Path("mentors/mentor.pt"), help="Where to save the mentor."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+):
+    """Train a mentor network and save it (spec + state dict) for later sweeps."""
+    from search.config import ArchConfig
+    from search.data import load_dataset
+    from search.distill import pick_device
+    from search.mentor import train_mentor
+    from search.progress import Progress
+
+    if space is not None:
+        from search.spaces import load_space
+        sp = load_space(space)
+        d, m = sp.dataset, sp.mentor
+        dataset, root, n_samples, seed = d.name, d.root, d.n_samples, d.seed
+        arch = ArchConfig(m.arch.family, tuple(m.arch.widths), m.arch.kernel, m.arch.batch_norm)
+        epochs, lr, out = m.epochs, m.lr, Path(m.path)
+    else:
+        arch = ArchConfig(family, _widths(widths, "--widths"), kernel, batch_norm)
+    splits = load_dataset(dataset, root=root, n_samples=n_samples, seed=seed)
+    dev = pick_device(device)
+    _console().print(f"mentor {arch.family} {list(arch.widths)} on {splits.summary()} ({dev})")
+    with Progress(epochs, "mentor epochs") as bar:
+        _, metrics = train_mentor(arch, splits.to(dev), epochs=epochs, lr=lr, seed=seed, out=out,
+                                  on_epoch=lambda e, n: bar.advance(1))
+    typer.echo(f"mentor saved to {out}: val acc {metrics['val_acc']:.4f}, test acc {metrics['test_acc']:.4f}, "
+               f"{int(metrics['params']):,} params")
+
+
+# ----------------------------------------------------------------- compare
+
+def _parse_hint(text: str, metric: str, weight: float):
+    from search.config import HintConfig
+    s, sep, t = text.partition(":")
+    if not sep or not s or not t:
+        raise UserError(f"--hint: '{text}' should be MENTEE_TAP:MENTOR_TAP, e.g. last:layer3")
+    return HintConfig(s, t, metric, weight)
+
+
+@app.command()
+@_friendly
+def compare(
+    mentor: Path = typer.Option(Path("mentors/mentor.pt"), help="Mentor file from `mentee mentor train`."),
+    dataset: str = typer.Option("mnist1d", help="Dataset the mentor was trained on."),
+    root: Optional[str] = typer.Option(None, help="Directory of local dataset files."),
+    n_samples: Optional[int] = typer.Option(None, help="Samples to generate or keep."),
+    split_seed: int = typer.Option(0, help="Seed of the train/val/test split (use the mentor's)."),
+    family: str = typer.Option("conv1d", help="Mentee family."),
+    widths: str = typer.Option("8,8,8", help="Mentee widths per layer, e.g. 8,8,8."),
+    kernel: int = typer.Option(5, help="Mentee kernel size."),
+    batch_norm: bool = typer.Option(False, help="Batch norm in the mentee."),
+    hint: list[str] = typer.Option(["last:layer4"], help="MENTEE_TAP:MENTOR_TAP (repeatable); 'last' = deepest layer."),
+    metric: str = typer.Option("rmse", help="Hint metric: rmse, mse or cosine."),
+    weight: float = typer.Option(0.1, help="Weight of each hint term."),
+    kd: float = typer.Option(0.0, help="Weight of the soft-target (KL) term."),
+    temperature: float = typer.Option(4.0, help="Soft-target temperature."),
+    epochs: int = typer.Option(60, min=1, help="Epochs per mentee."),
+    lr: float = typer.Option(1e-2, help="Learning rate."),
+    batch_size: int = typer.Option(128, help="Batch size."),
+    seeds: int = typer.Option(3, min=1, help="Seeds to average over."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+):
+    """Train one mentee independently and mentored over N seeds; print both side by side."""
+    from search.config import ArchConfig, MemberConfig, TrainConfig
+    from search.data import load_dataset
+    from search.distill import METRICS, MentorCache, pick_device, train_cohort
+    from search.mentor import mentor_from_spec
+    from search.models import check_taps, create_mentee
+    from search.progress import Progress
+    from search.spaces import MentorSpec
+
+    if metric not in METRICS:
+        raise UserError(f"--metric: unknown metric '{metric}'; expected one of {', '.join(sorted(METRICS))}")
+    splits = load_dataset(dataset, root=root, n_samples=n_samples, seed=split_seed)
+    arch = ArchConfig(family, _widths(widths, "--widths"), kernel, batch_norm)
+    net = create_mentee(arch, splits.input_shape, splits.num_classes)
+    hints = []
+    for h in hint:
+        hc = _parse_hint(h, metric, weight)
+        if hc.student == "last":
+            hc = hc.__class__(f"layer{arch.depth}", hc.teacher, hc.metric, hc.weight)
+        check_taps(net, [hc.student], "--hint (mentee side)")
+        hints.append(hc)
+    if not mentor.exists():
+        raise UserError(f"{mentor}: mentor file not found; train one with `mentee mentor train --out {mentor}`")
+    mt = mentor_from_spec(MentorSpec(path=str(mentor)), splits)
+    for hc in hints:
+        if hc.teacher not in mt.taps:
+            raise UserError(f"--hint: the mentor has no tap '{hc.teacher}'; its taps are {', '.join(mt.taps)}")
+    dev = pick_device(device)
+    splits = splits.to(dev)
+    mt.model.to(dev)
+    teacher_taps = sorted({h.teacher for h in hints})
+    cache = MentorCache.build(mt, splits.x_train, teacher_taps)
+    shapes = dict(zip(teacher_taps, mt.tap_shapes(teacher_taps)))
+    cfgs = []
+    for s in range(seeds):
+        train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=s)
+        mentored = MemberConfig(arch=arch, train=train, hints=tuple(hints), w_kd=kd, temperature=temperature)
+        cfgs += [mentored.twin(), mentored]
+    with Progress(epochs, f"{2 * seeds} mentees fused") as bar:
+        results = train_cohort(cfgs, splits, cache=cache, mentor_shapes=shapes, keep_weights=False,
+                               on_epoch=lambda e, n: bar.advance(1))
+    bad = [r for r in results if r.status != "finished"]
+    if bad:
+        raise TrainingDiverged(f"{len(bad)} run(s) failed: {bad[0].error}")
+    ind = [r.test_acc for r in results[0::2]]
+    men = [r.test_acc for r in results[1::2]]
+    row = {"arch": f"{family} {list(arch.widths)}", "params": results[0].cost["params"],
+           "mapping": ", ".join(f"{h.student}->{h.teacher}:{h.metric}@{h.weight:g}" for h in hints)
+           + (f", kd@{kd:g}/T{temperature:g}" if kd else ""),
+           "seeds": seeds, "independent": ind, "mentored": men,
+           "independent_mean": statistics.fmean(ind), "mentored_mean": statistics.fmean(men),
+           "independent_std": statistics.pstdev(ind), "mentored_std": statistics.pstdev(men),
+           "gain": statistics.fmean(men) - statistics.fmean(ind),
+           "mentor_test_acc": mt.spec.get("metrics", {}).get("test_acc")}
+    if fmt == "json":
+        typer.echo(json.dumps(row))
+        return
+    from rich.table import Table
+    t = Table(title=f"{row['arch']} ({row['params']:,} params), test accuracy over {seeds} seeds")
+    for c in ("", "mean", "± std", "per seed"):
+        t.add_column(c)
+    t.add_row("independent", f"{row['independent_mean']:.4f}", f"{row['independent_std']:.4f}",
+              " ".join(f"{a:.3f}" for a in ind))
+    t.add_row(f"mentored ({row['mapping']})", f"{row['mentored_mean']:.4f}", f"{row['mentored_std']:.4f}",
+              " ".join(f"{a:.3f}" for a in men))
+    from rich.console import Console
+    Console().print(t)
+    typer.echo(f"mentorship gain: {row['gain'] * 100:+.2f} points")
+
+
+# ------------------------------------------------------------------- sweep
+
+@app.command()
+@_friendly
+def sweep(
+    space: Path = typer.Argument(..., help="Search space YAML, e.g. spaces/mnist1d.yaml."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the space and print the plan; train nothing."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the last unfinished sweep of this space."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address ('auto' inside a cluster); "
+                                                     "default: $RAY_ADDRESS or a local Ray."),
+    tracking_uri: Optional[str] = typer.Option(None, help=URI_HELP),
+    workdir: Path = typer.Option(Path("mentee-runs"), help="Where the Optuna study and Ray's files go."),
+    storage: Optional[str] = typer.Option(None, help="Ray storage path; must be shared (s3://, NFS) on a cluster."),
+):
+    """Search mentees for a space with Ray Tune + Optuna; record every mentee in MLflow."""
+    from search.spaces import load_space
+    from search.tune import plan_sweep, run_sweep
+
+    sp = load_space(space)
+    if dry_run:
+        plan = plan_sweep(sp, where=str(space))
+        from rich.table import Table
+        t = Table(title=f"plan for {space} (nothing trained)", show_header=False)
+        for k, v in plan.describe():
+            t.add_row(k, v)
+        from rich.console import Console
+        Console().print(t)
+        return
+    summary = run_sweep(sp, tracking_uri=tracking_uri, address=address, workdir=workdir, storage=storage,
+                        resume=resume, where=str(space))
+    typer.echo(f"sweep '{summary.experiment}' done in {summary.seconds:.1f} s: {summary.finished} finished, "
+               f"{summary.pruned} pruned, {summary.failed} failed mentees in {summary.trials} trials "
+               f"(parent run {summary.parent_run_id}); see `mentee pareto --experiment {summary.experiment}`")
+
+
+# ----------------------------------------------------------- front & pick
+
+def _runs(tracking_uri, experiment):
+    from search.tracking import load_runs, resolve_uri
+    df = load_runs(resolve_uri(tracking_uri), experiment)
+    if df.empty:
+        where = f"experiment '{experiment}'" if experiment else "any experiment"
+        raise UserError(f"no mentee runs in {where} at {resolve_uri(tracking_uri)}; run `mentee sweep` first")
+    return df
+
+
+FRONT_COLUMNS = ["run_id", "family", "widths", "mapping", "params", "bytes_int8", "macs", "val_acc", "test_acc",
+                 "independent_test_acc", "test_gain"]
+
+
+@app.command()
+@_friendly
+def pareto(
+    experiment: Optional[str] = typer.Option(None, help="Experiment (= space name); default: all."),
+    tracking_uri: Optional[str] = typer.Option(None, help=URI_HELP),
+    by: str = typer.Option("params", help="Cost axis: params, bytes_fp32, bytes_int8 or macs."),
+    fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown."),
+):
+    """Print the non-dominated front (val accuracy vs cost) with the mentorship gain at each point."""
+    from search.pareto import format_front, pareto_front, print_front, with_mentorship_gain
+
+    if by not in ("params", "bytes_fp32", "bytes_int8", "macs"):
+        raise UserError(f"--by: '{by}' is not a cost; expected params, bytes_fp32, bytes_int8 or macs")
+    if fmt not in ("table", "csv", "json", "markdown"):
+        raise UserError(f"--format: '{fmt}' is not one of table, csv, json, markdown")
+    df = _runs(tracking_uri, experiment)
+    front = with_mentorship_gain(pareto_front(df, acc="val_acc", cost=by), df, acc="val_acc")
+    cols = [c for c in FRONT_COLUMNS if c in front.columns]
+    if fmt == "table":
+        print_front(front, f"Pareto front: val accuracy vs {by} ({len(front)} of {len(df)} mentees)", cols)
+    else:
+        typer.echo(format_front(front, fmt, cols))
+
+
+@app.command()
+@_friendly
+def pick(
+    max_params: Optional[str] = typer.Option(None, help="Parameter budget, e.g. 5000, 5k, 1.2M."),
+    max_bytes: Optional[str] = typer.Option(None, help="Weight-memory budget (int8 weights), e.g. 64KiB, 1MB."),
+    max_macs: Optional[str] = typer.Option(None, help="Compute budget per sample, e.g. 200k, 1M."),
+    experiment: Optional[str] = typer.Option(None, help="Experiment (= space name); default: all."),
+    tracking_uri: Optional[str] = typer.Option(None, help=URI_HELP),
+):
+    """Print the most accurate finished mentee (by val accuracy) within the budget."""
+    from search.pareto import parse_budget
+    from search.pareto import pick as pick_row
+
+    if not (max_params or max_bytes or max_macs):
+        raise UserError("pick: give at least one of --max-params, --max-bytes, --max-macs")
+    budget = {"max_params": parse_budget("--max-params", max_params) if max_params else None,
+              "max_bytes": parse_budget("--max-bytes", max_bytes) if max_bytes else None,
+              "max_macs": parse_budget("--max-macs", max_macs) if max_macs else None}
+    row = pick_row(_runs(tracking_uri, experiment), **budget)
+    if row is None:
+        raise UserError("pick: no finished mentee fits that budget")
+    typer.echo(f"run {row['run_id']}: {row.get('family', '')} {row.get('widths', '')} "
+               f"mapping {row.get('mapping', '')}; val acc {row['val_acc']:.4f}, test acc {row['test_acc']:.4f}; "
+               f"{int(row['params']):,} params, {int(row['bytes_int8']):,} B int8, {int(row['macs']):,} MACs")
+    typer.echo(f"export it: mentee export {row['run_id']} --format onnx")
+
+
+@app.command("export")
+@_friendly
+def export_cmd(
+    run_id: str = typer.Argument(..., help="MLflow run id of a mentee (from `mentee pick` or `mentee pareto`)."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
+    out: Optional[Path] = typer.Option(None, help="Output file (default: mentee-<run>.onnx / .pt)."),
+    tracking_uri: Optional[str] = typer.Option(None, help=URI_HELP),
+):
+    """Export a mentee to ONNX or TorchScript and check it against the torch model."""
+    from search.export import export_model
+    from search.models import create_mentee
+    from search.tracking import load_member, resolve_uri
+
+    if fmt not in ("onnx", "torchscript"):
+        raise UserError(f"--format: '{fmt}' is not onnx or torchscript")
+    cfg, state, meta = load_member(resolve_uri(tracking_uri), run_id)
+    model = create_mentee(cfg.arch, meta["input_shape"], meta["num_classes"])
+    model.load_state_dict(state)
+    path = out or Path(f"mentee-{run_id[:8]}.{'onnx' if fmt == 'onnx' else 'pt'}")
+    export_model(model, tuple(meta["input_shape"]), path, fmt)
+    typer.echo(f"wrote {path} ({path.stat().st_size:,} bytes); outputs match the torch model")
+
+
+@app.command()
+@_friendly
+def ui(
+    tracking_uri: Optional[str] = typer.Option(None, help=URI_HELP),
+    port: int = typer.Option(5000, help="Port on 127.0.0.1."),
+):
+    """Start the MLflow UI for the tracking store on 127.0.0.1."""
+    from search.tracking import resolve_uri, ui_command
+
+    argv = ui_command(resolve_uri(tracking_uri), port=port)
+    typer.echo(f"MLflow UI on http://127.0.0.1:{port}  (Ctrl-C stops it)")
+    os.execvp(argv[0], argv)
+
+
+@app.command()
+@_friendly
+def quickstart(
+    workdir: Path = typer.Option(Path("."), help="Where mentors/, mlflow.db and mentee-runs/ go."),
+    mentees: int = typer.Option(24, min=2, help="Mentees in the sweep (twins included)."),
+):
+    """Mentor on MNIST-1D, a small sweep, the Pareto front and a pick, all recorded in MLflow."""
+    from search.spaces import load_space
+    from search.tune import run_sweep
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.chdir(workdir)
+    space_file = Path(__file__).resolve().parent.parent / "spaces" / "quickstart.yaml"
+    sp = load_space(space_file)
+    sp = sp.model_copy(update={"budget": sp.budget.model_copy(update={"mentees": mentees})})
+    con = _console()
+    con.print(f"[bold]1/3[/] mentor: {sp.mentor.path} ({'loading' if Path(sp.mentor.path).exists() else 'training'})")
+    con.print(f"[bold]2/3[/] sweep of {mentees} mentees (Ray Tune + Optuna, recorded in MLflow)")
+    summary = run_sweep(sp, where=str(space_file))
+    typer.echo(f"sweep done in {summary.seconds:.0f} s: {summary.finished} finished, {summary.pruned} pruned")
+    con.print("[bold]3/3[/] the front and a pick")
+    pareto(experiment=sp.name, tracking_uri=None, by="params", fmt="table")
+    from search.tracking import load_runs, resolve_uri
+    df = load_runs(resolve_uri(None), sp.name)
+    median = int(df[df.status == "finished"]["params"].median())
+    pick(max_params=str(median), max_bytes=None, max_macs=None, experiment=sp.name, tracking_uri=None)
+    typer.echo(f"browse every run: `mentee ui` in {Path.cwd()}, then open http://127.0.0.1:5000 "
+               f"→ experiment '{sp.name}' → the sweep's parent run lists one child run per mentee")
+
+
+def main() -> None:
+    app(prog_name="mentee")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""One exception type for everything a user can get wrong.
+
+The CLI catches `UserError` and prints its message as one line, exit code 2, no
+traceback. Raise it with a message that names the file or option, what is wrong
+and what was expected, e.g.::
+
+    raise UserError(f"{path}: field 'mentee.depth': expected an integer ≥ 1, got 'three'")
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user: shown as one line, exit code 2."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or inf; the message names the member and the step."""

@@ -1,0 +1,349 @@
+"""Mentee families, mentors and named taps.
+
+A *family* turns an `ArchConfig` into an `nn.Module` (timm-style: one registry, one
+factory; add a family by writing one decorated function)::
+
+    net = create_mentee(ArchConfig("conv1d", (8, 16)), input_shape=(1, 40), num_classes=10)
+    logits, feats = forward_with_taps(net, x, ["layer1", "layer2"])
+
+Every family module lists its tap names in `net.taps` (layer outputs after the
+non-linearity, then `head`). Taps are read through forward hooks on dotted module
+names (torchdistill-style), so any `nn.Module` can be a mentor without editing its
+`forward`: a mentor is either one of our families trained by `mentee mentor train`
+(saved as spec + state dict) or `package.module:factory` plus a weights file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from search.config import ArchConfig
+from search.errors import UserError
+
+__all__ = [
+    "register_family", "family_names", "create_mentee", "forward_with_taps", "tap_shapes",
+    "check_taps", "Mentor", "save_mentor", "load_mentor", "Projection", "logical_shapes",
+]
+
+_FAMILIES: dict[str, Callable[[ArchConfig, tuple[int, ...], int], nn.Module]] = {}
+
+
+def register_family(name: str):
+    def deco(fn):
+        _FAMILIES[name] = fn
+        return fn
+    return deco
+
+
+def family_names() -> list[str]:
+    return sorted(_FAMILIES)
+
+
+def create_mentee(arch: ArchConfig, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    if arch.family not in _FAMILIES:
+        raise UserError(f"unknown mentee family '{arch.family}'{_closest(arch.family, _FAMILIES)}; "
+                        f"expected one of {', '.join(family_names())}")
+    if not arch.widths or any(w < 1 for w in arch.widths):
+        raise UserError(f"family '{arch.family}': widths must be a non-empty list of integers ≥ 1, "
+                        f"got {list(arch.widths)}")
+    return _FAMILIES[arch.family](arch, tuple(input_shape), num_classes)
+
+
+def _closest(name: str, options) -> str:
+    near = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean '{near[0]}'?)" if near else ""
+
+
+class FlatHead(nn.Linear):
+    """Flatten + Linear that remembers the (channels, *spatial) layout of its input.
+
+    Fused cohorts pad narrower members with zero channels; padding a flat weight would
+    interleave wrongly, so `logical_shapes` exposes the weight as (out, C, *spatial)."""
+
+    def __init__(self, channels: int, spatial: tuple[int, ...], out: int):
+        super().__init__(channels * math.prod(spatial), out)
+        self.layout = (channels, *spatial)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.flatten(1))
+
+
+class ConvNet(nn.Module):
+    """`depth` conv blocks (conv → [BN] → ReLU, stride 2 after the first), a flat head.
+
+    Stride 2 halves the length each block, as in the MNIST-1D reference CNN, so the
+    head stays small; the flat head keeps position, which MNIST-1D needs."""
+
+    def __init__(self, dims: int, in_ch: int, spatial: tuple[int, ...], widths: Sequence[int],
+                 kernel: int, batch_norm: bool, num_classes: int):
+        super().__init__()
+        conv, bn = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
+        self.taps: tuple[str, ...] = ()
+        ch = in_ch
+        for i, w in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            layers: list[nn.Module] = [conv(ch, w, kernel, stride=stride, padding=kernel // 2, bias=not batch_norm)]
+            if batch_norm:
+                layers.append(bn(w))
+            layers.append(nn.ReLU())
+            setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
+            self.taps += (f"layer{i + 1}",)
+            spatial = tuple((s + 2 * (kernel // 2) - kernel) // stride + 1 for s in spatial)
+            ch = w
+        if min(spatial) < 1:
+            raise UserError(f"conv{dims}d with {len(widths)} layers and kernel {kernel} shrinks the "
+                            f"input to nothing; use fewer layers")
+        self.depth = len(widths)
+        self.head = FlatHead(ch, spatial, num_classes)
+        self.taps += ("head",)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i in range(self.depth):
+            x = getattr(self, f"layer{i + 1}")(x)
+        return self.head(x)
+
+
+class MLP(nn.Module):
+    """Spark ML's multilayer perceptron shape: Linear → ReLU per hidden size, then a head."""
+
+    def __init__(self, in_features: int, widths: Sequence[int], num_classes: int):
+        super().__init__()
+        self.taps: tuple[str, ...] = ()
+        f = in_features
+        for i, w in enumerate(widths):
+            setattr(self, f"layer{i + 1}", nn.Sequential(nn.Linear(f, w), nn.ReLU()))
+            self.taps += (f"layer{i + 1}",)
+            f = w
+        self.depth = len(widths)
+        self.head = nn.Linear(f, num_classes)
+        self.taps += ("head",)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        for i in range(self.depth):
+            x = getattr(self, f"layer{i + 1}")(x)
+        return self.head(x)
+
+
+def _need_rank(arch: ArchConfig, input_shape: tuple[int, ...], rank: int) -> None:
+    if len(input_shape) != rank:
+        raise UserError(f"family '{arch.family}' needs inputs of shape {'(C, L)' if rank == 2 else '(C, H, W)'}, "
+                        f"but the dataset gives {input_shape}; use "
+                        f"{'conv2d' if len(input_shape) == 3 else 'mlp'} for this dataset")
+
+
+@register_family("conv1d")
+def conv1d(arch: ArchConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    _need_rank(arch, input_shape, 2)
+    return ConvNet(1, input_shape[0], input_shape[1:], arch.widths, arch.kernel, arch.batch_norm, num_classes)
+
+
+@register_family("conv2d")
+def conv2d(arch: ArchConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    _need_rank(arch, input_shape, 3)
+    return ConvNet(2, input_shape[0], input_shape[1:], arch.widths, arch.kernel, arch.batch_norm, num_classes)
+
+
+@register_family("mlp")
+def mlp(arch: ArchConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return MLP(math.prod(input_shape), arch.widths, num_classes)
+
+
+def logical_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Shape of each state tensor as padding must see it (a FlatHead's weight unflattened)."""
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for name, mod in model.named_modules():
+        if isinstance(mod, FlatHead):
+            shapes[f"{name}.weight" if name else "weight"] = (mod.out_features, *mod.layout)
+    return shapes
+
+
+# ---------------------------------------------------------------------------- taps
+
+def _modules_by_name(model: nn.Module, names: Sequence[str], who: str) -> list[nn.Module]:
+    mods = dict(model.named_modules())
+    out = []
+    for n in names:
+        if n not in mods or n == "":
+            options = list(getattr(model, "taps", ())) or [k for k in mods if k]
+            raise UserError(f"{who}: no layer named '{n}'{_closest(n, options)}; "
+                            f"taps are {', '.join(options[:12])}")
+        out.append(mods[n])
+    return out
+
+
+def forward_with_taps(model: nn.Module, x: torch.Tensor, names: Sequence[str]
+                      ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run `model(x)` and return its output plus the outputs of the named modules."""
+    if not names:
+        return model(x), []
+    store: dict[int, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, out, k=k: store.__setitem__(k, out))
+             for k, m in enumerate(_modules_by_name(model, names, "tap"))]
+    try:
+        out = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out, [store[k] for k in range(len(names))]
+
+
+def check_taps(model: nn.Module, names: Sequence[str], who: str) -> None:
+    _modules_by_name(model, names, who)
+
+
+@torch.no_grad()
+def tap_shapes(model: nn.Module, names: Sequence[str], input_shape: Sequence[int]) -> list[tuple[int, ...]]:
+    """Per-sample shape of each named tap (one forward pass on a zero sample, eval mode)."""
+    was = model.training
+    model.eval()
+    p = next(model.parameters(), None)
+    x = torch.zeros(1, *input_shape, device=p.device if p is not None else "cpu")
+    _, feats = forward_with_taps(model, x, names)
+    model.train(was)
+    return [tuple(f.shape[1:]) for f in feats]
+
+
+class Projection(nn.Module):
+    """Learned map from a mentee tap's shape to a mentor tap's shape (FitNets' regressor).
+
+    Channels meet through a 1×1 conv (or a Linear for vectors); spatial sizes meet by
+    adaptive average pooling (mentee larger) or interpolation (mentee smaller). When one
+    side is a vector and the other a map, the map is averaged over space first."""
+
+    def __init__(self, src: tuple[int, ...], dst: tuple[int, ...]):
+        super().__init__()
+        self.src, self.dst = src, dst
+        self.pool_src = len(src) > 1 and len(dst) == 1
+        self.pool_dst = len(dst) > 1 and len(src) == 1  # target averaged in `target()`
+        if len(src) == 1 or len(dst) == 1:
+            self.map: nn.Module = nn.Linear(src[0], dst[0])
+        else:
+            self.map = (nn.Conv1d if len(src) == 2 else nn.Conv2d)(src[0], dst[0], 1)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        if self.pool_src:
+            f = f.flatten(2).mean(2)
+        f = self.map(f)
+        if f.dim() > 2 and tuple(f.shape[2:]) != self.dst[1:]:
+            size = self.dst[1:]
+            if all(a >= b for a, b in zip(f.shape[2:], size)):
+                f = F.adaptive_avg_pool1d(f, size) if f.dim() == 3 else F.adaptive_avg_pool2d(f, size)
+            else:
+                f = F.interpolate(f, size=size, mode="linear" if f.dim() == 3 else "bilinear", align_corners=False)
+        return f
+
+    def target(self, t: torch.Tensor) -> torch.Tensor:
+        """Mentor feature reduced to what this projection produces."""
+        return t.flatten(2).mean(2) if self.pool_dst else t
+
+
+# --------------------------------------------------------------------------- mentors
+
+MENTOR_FORMAT = "mentee-search/mentor-v1"
+
+
+@dataclass
+class Mentor:
+    """A trained network plus the names of its taps. `spec` says how to rebuild it."""
+
+    model: nn.Module
+    taps: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    spec: dict[str, Any]
+
+    def tap_shapes(self, names: Sequence[str]) -> list[tuple[int, ...]]:
+        return tap_shapes(self.model, names, self.input_shape)
+
+
+def save_mentor(path: str | Path, model: nn.Module, arch: ArchConfig, *, dataset: str,
+                input_shape: Sequence[int], num_classes: int, metrics: dict[str, float]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {"format": MENTOR_FORMAT, "arch": dataclasses.asdict(arch), "dataset": dataset,
+            "input_shape": list(input_shape), "num_classes": num_classes, "metrics": dict(metrics),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)  # never leave a half-written mentor behind
+    return path
+
+
+def _load_weights(path: Path) -> Any:
+    if not path.is_file():
+        raise UserError(f"{path}: mentor weights file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and unpickling-policy errors all mean "not weights"
+        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: not a PyTorch weights file ({first})") from None
+
+
+def _load_state(model: nn.Module, state: Any, path: Path) -> None:
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path}: expected a state dict (name → tensor)")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    if missing or extra:
+        raise UserError(f"{path}: weights do not match the mentor: missing {missing[:3]}, unexpected {extra[:3]}")
+    for k, v in own.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise UserError(f"{path}: weight '{k}' has shape {tuple(state[k].shape)}, "
+                            f"the mentor expects {tuple(v.shape)}")
+    model.load_state_dict(state)
+
+
+def load_mentor(path: str | Path, *, factory: str | None = None, taps: Sequence[str] | None = None,
+                input_shape: Sequence[int] | None = None, num_classes: int | None = None) -> Mentor:
+    """Load a mentor saved by `save_mentor`, or build `package.module:factory` and load
+    plain weights into it (then `taps`, `input_shape` and `num_classes` are required)."""
+    path = Path(path)
+    blob = _load_weights(path)
+    if factory is None:
+        if not isinstance(blob, dict) or blob.get("format") != MENTOR_FORMAT:
+            raise UserError(f"{path}: not a mentor saved by `mentee mentor train` "
+                            f"(for your own network pass --factory package.module:function)")
+        arch = ArchConfig(**{**blob["arch"], "widths": tuple(blob["arch"]["widths"])})
+        shape, nc = tuple(blob["input_shape"]), int(blob["num_classes"])
+        model = create_mentee(arch, shape, nc)
+        _load_state(model, blob["state_dict"], path)
+        names = tuple(taps) if taps else tuple(model.taps)
+        check_taps(model, names, f"{path}")
+        spec = {"kind": "family", "arch": blob["arch"], "dataset": blob.get("dataset"),
+                "metrics": blob.get("metrics", {})}
+        return Mentor(model.eval(), names, shape, nc, spec)
+    if not taps or input_shape is None or num_classes is None:
+        raise UserError("--factory needs taps, the input shape and the number of classes")
+    model = _build_factory(factory)
+    state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
+    _load_state(model, state, path)
+    check_taps(model, taps, f"mentor {factory}")
+    spec = {"kind": "factory", "factory": factory}
+    return Mentor(model.eval(), tuple(taps), tuple(input_shape), int(num_classes), spec)
+
+
+def _build_factory(factory: str) -> nn.Module:
+    mod_name, _, fn_name = factory.partition(":")
+    if not mod_name or not fn_name:
+        raise UserError(f"mentor factory '{factory}': expected 'package.module:function'")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError) as e:
+        raise UserError(f"mentor factory '{factory}': {e}") from None
+    model = fn()
+    if not isinstance(model, nn.Module):
+        raise UserError(f"mentor factory '{factory}' returned {type(model).__name__}, expected an nn.Module")
+    return model

@@ -1,0 +1,515 @@
+"""The sweep driver: Optuna asks in batches, Ray Tune runs cohorts, the driver records.
+
+    summary = run_sweep(load_space("spaces/mnist1d.yaml"))        # local Ray, sqlite MLflow
+    summary = run_sweep(space, address="auto", storage="s3://bucket/mentee")   # a cluster
+
+Why this shape: one Ray trial per mentee costs seconds of scheduling for a fraction of
+a second of GPU work. So a Ray trial trains a *cohort* of K mentees fused in one
+process (`distill.train_cohort`), the driver asks Optuna for K configs at a time
+(`study.ask`, multi-objective, every result told back), and only the driver writes to
+MLflow and Optuna. The dataset and the mentor cache go into Ray's object store once;
+each reused trial process moves them to its device once and keeps them.
+
+Every architecture Optuna proposes is also trained *independently* (all mentor
+weights 0, same optimiser and seed): its "twin", so every report can show what
+mentorship bought at that size. Twins are MLflow runs, not Optuna trials.
+
+State that makes `--resume` work lives in files the driver owns: the Optuna study
+(sqlite under the work directory; each ask stores its full config as a user attr) and
+the MLflow child runs (tagged with a member id). Resume re-runs what was asked but
+never recorded, tells Optuna what was recorded but not told, and trains nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+
+from search.config import ArchConfig, HintConfig, MemberConfig, MemberResult, TrainConfig
+from search.data import Splits, load_dataset
+from search.distill import MentorCache, pick_device, train_cohort
+from search.errors import UserError
+from search.mentor import ensure_mentor
+from search.models import Mentor, create_mentee, tap_shapes
+from search.spaces import Range, SearchSpace, space_hash
+from search.tracking import SweepTracker, load_runs
+
+__all__ = ["run_sweep", "plan_sweep", "suggest_member", "SweepSummary", "cohort_trainable"]
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------ sampling
+
+def _pick(trial: optuna.Trial, name: str, spec: Any, integer: bool = False) -> Any:
+    """A fixed value stays fixed; a list is a categorical; a Range is a float/int range."""
+    if isinstance(spec, Range):
+        if integer:
+            return trial.suggest_int(name, int(spec.low), int(spec.high), log=spec.log)
+        return trial.suggest_float(name, spec.low, spec.high, log=spec.log)
+    if isinstance(spec, list):
+        return spec[0] if len(spec) == 1 else trial.suggest_categorical(name, spec)
+    return spec
+
+
+def _student_tap(tap: str, depth: int) -> str | None:
+    if tap == "last":
+        return f"layer{depth}"
+    if tap == "head":
+        return "head"
+    return tap if int(tap[5:]) <= depth else None  # layerN deeper than this mentee: no hint
+
+
+def suggest_member(trial: optuna.Trial, space: SearchSpace) -> MemberConfig:
+    """Define-by-run: one mentee config from an Optuna trial."""
+    m, t = space.mentee, space.train
+    depth = int(_pick(trial, "depth", m.depth, integer=True))
+    width = int(_pick(trial, "width", m.width, integer=True))
+    growth = float(_pick(trial, "growth", m.growth))
+    widths = tuple(max(1, min(m.max_width, round(width * growth ** i))) for i in range(depth))
+    arch = ArchConfig(m.family, widths, int(_pick(trial, "kernel", m.kernel, integer=True)),
+                      bool(_pick(trial, "batch_norm", m.batch_norm)))
+    hints = []
+    for tap, targets in space.mapping.taps.items():
+        teacher = _pick(trial, f"hint.{tap}", targets)
+        student = _student_tap(tap, depth)
+        if teacher == "none" or student is None:
+            continue
+        hints.append(HintConfig(student, teacher, _pick(trial, f"metric.{tap}", space.mapping.metric),
+                                float(_pick(trial, f"weight.{tap}", space.mapping.weight))))
+    w_kd, temp = 0.0, 4.0
+    if _pick(trial, "kd", space.kd.enabled):
+        w_kd = float(_pick(trial, "kd.weight", space.kd.weight))
+        temp = float(_pick(trial, "kd.temperature", space.kd.temperature))
+    train = TrainConfig(epochs=t.epochs, batch_size=int(_pick(trial, "batch_size", t.batch_size, integer=True)),
+                        lr=float(_pick(trial, "lr", t.lr)), weight_decay=float(_pick(trial, "wd", t.weight_decay)),
+                        schedule=t.schedule, seed=t.seed)
+    return MemberConfig(arch=arch, train=train, hints=tuple(hints), w_kd=w_kd, temperature=temp)
+
+
+def _sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
+    seed = space.train.seed
+    if space.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if space.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    # group + multivariate: the hint weight exists only when a hint is chosen
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+
+
+# --------------------------------------------------------------- the trial
+
+_DEVICE_DATA: dict[str, tuple[Splits, MentorCache | None]] = {}  # per trial process, kept across trials
+
+
+def _on_device(payload: dict) -> tuple[Splits, MentorCache | None]:
+    """Splits and mentor cache on this process's device, built once per process."""
+    key = payload["key"]
+    if key not in _DEVICE_DATA:
+        _DEVICE_DATA.clear()  # a new sweep in a reused process: free the old one
+        dev = pick_device(payload.get("device"))
+        s = payload["splits"]
+        t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in s["tensors"].items()}
+        splits = Splits(s["name"], t["x_train"], t["y_train"], t["x_val"], t["y_val"], t["x_test"], t["y_test"],
+                        s["num_classes"], tuple(s["input_shape"]))
+        cache = None
+        if payload["cache"] is not None:
+            c = payload["cache"]
+            cache = MentorCache(torch.from_numpy(c["logits"]).to(dev),
+                                {k: torch.from_numpy(v).to(dev) for k, v in c["feats"].items()})
+        _DEVICE_DATA[key] = (splits, cache)
+    return _DEVICE_DATA[key]
+
+
+def cohort_trainable(config: dict, payload: dict) -> None:
+    """One Ray Tune trial: train the cohort, report every member, weights in the checkpoint."""
+    from ray import tune
+
+    splits, cache = _on_device(payload)
+    cfgs = [MemberConfig.from_dict(d) for d in config["members"]]
+    results = train_cohort(cfgs, splits, cache=cache, mentor_shapes=payload["mentor_shapes"],
+                           rungs=payload["rungs"], eta=payload["eta"])
+    with tempfile.TemporaryDirectory() as d:
+        for mid, r in zip(config["member_ids"], results):
+            if r.state_dict is not None:
+                torch.save(r.state_dict, Path(d) / f"{mid}.pt")
+        members = [_result_to_dict(r) for r in results]
+        tune.report({"members": members, "finished": sum(r.status == "finished" for r in results)},
+                    checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def _result_to_dict(r: MemberResult) -> dict:
+    return {"status": r.status, "val_acc": r.val_acc, "test_acc": r.test_acc, "epochs_run": r.epochs_run,
+            "curves": r.curves, "cost": r.cost, "train_seconds": r.train_seconds, "error": r.error}
+
+
+def _result_from_dict(cfg: MemberConfig, d: dict, state: dict | None) -> MemberResult:
+    return MemberResult(config=cfg, status=d["status"], val_acc=d["val_acc"], test_acc=d["test_acc"],
+                        epochs_run=d["epochs_run"], curves=d["curves"], cost=d["cost"],
+                        train_seconds=d["train_seconds"], state_dict=state, error=d["error"])
+
+
+# ----------------------------------------------------------------- the driver
+
+@dataclass
+class SweepSummary:
+    experiment: str
+    parent_run_id: str
+    tracking_uri: str
+    planned: int
+    recorded: int = 0
+    finished: int = 0
+    pruned: int = 0
+    failed: int = 0
+    trials: int = 0
+    seconds: float = 0.0
+    mentee_samples: float = 0.0  # samples × epochs over all members: the throughput numerator
+
+
+@dataclass
+class _Work:
+    member_id: str
+    config: MemberConfig
+    optuna_number: int | None  # None for twins
+
+
+@dataclass
+class _Driver:
+    """Asks Optuna for cohorts, records results. Runs in the driver process only."""
+
+    space: SearchSpace
+    study: optuna.Study
+    tracker: SweepTracker
+    parent_run_id: str
+    cohort_size: int
+    tags: dict[str, str]
+    summary: SweepSummary
+    pending: deque = field(default_factory=deque)
+    have_independent: set = field(default_factory=set)  # arch keys with an independent member
+    planned: int = 0
+    progress: Any = None
+    n_train: int = 0
+
+    def _ask(self) -> None:
+        trial = self.study.ask()
+        cfg = suggest_member(trial, self.space)
+        trial.set_user_attr("config", cfg.to_dict())
+        self.planned += 1
+        self.pending.append(_Work(str(trial.number), cfg, trial.number))
+        self._twin_of(cfg)
+
+    def _twin_of(self, cfg: MemberConfig) -> None:
+        key = cfg.arch.key()
+        if key in self.have_independent:
+            return
+        self.have_independent.add(key)
+        if not cfg.independent:
+            self.planned += 1
+            self.pending.append(_Work(f"twin-{key}", cfg.twin(), None))
+
+    def next_cohort(self) -> dict | None:
+        while len(self.pending) < self.cohort_size and self.planned < self.space.budget.mentees:
+            self._ask()
+        if not self.pending:
+            return None
+        work = [self.pending.popleft() for _ in range(min(self.cohort_size, len(self.pending)))]
+        return {"member_ids": [w.member_id for w in work], "members": [w.config.to_dict() for w in work],
+                "optuna": [w.optuna_number for w in work]}
+
+    def record(self, config: dict, result: dict, ckpt_dir: str | None) -> None:
+        self.summary.trials += 1
+        for mid, cd, num, rd in zip(config["member_ids"], config["members"], config["optuna"], result["members"]):
+            cfg = MemberConfig.from_dict(cd)
+            path = Path(ckpt_dir) / f"{mid}.pt" if ckpt_dir else None
+            state = torch.load(path, weights_only=True) if path is not None and path.exists() else None
+            res = _result_from_dict(cfg, rd, state)
+            self.tracker.log_member(self.parent_run_id, res, tags={**self.tags, "mentee.twin": str(num is None)},
+                                    member_id=mid)
+            if num is not None:
+                self._tell(num, res.status, res.val_acc, res.cost)
+            self._count(res.status, res.epochs_run * self.n_train)
+
+    def fail(self, config: dict, error: str) -> None:
+        self.summary.trials += 1
+        for mid, cd, num in zip(config["member_ids"], config["members"], config["optuna"]):
+            res = MemberResult(config=MemberConfig.from_dict(cd), status="failed", error=error[:500])
+            self.tracker.log_member(self.parent_run_id, res, tags={**self.tags, "mentee.twin": str(num is None)},
+                                    member_id=mid)
+            if num is not None:
+                self._tell(num, "failed", math.nan, {})
+            self._count("failed", 0)
+
+    def _tell(self, number: int, status: str, val_acc: float, cost: dict) -> None:
+        if status == "finished":
+            self.study.tell(number, [val_acc] + [cost[o] for o in self.space.objectives])
+        else:  # a pruned member must never look finished to the sampler's front
+            state = optuna.trial.TrialState.PRUNED if status == "pruned" else optuna.trial.TrialState.FAIL
+            self.study.tell(number, state=state)
+
+    def _count(self, status: str, samples: float) -> None:
+        s = self.summary
+        s.recorded += 1
+        s.mentee_samples += samples
+        setattr(s, status, getattr(s, status) + 1)
+        if self.progress is not None:
+            self.progress.advance(1, f"{s.finished} finished, {s.pruned} pruned, {s.failed} failed")
+
+
+def _tuner_callback(driver: _Driver):
+    from ray import tune
+
+    class Recorder(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            ckpt = trial.checkpoint
+            if ckpt is None:
+                driver.record(trial.config, trial.last_result, None)
+                return
+            with ckpt.as_directory() as d:
+                driver.record(trial.config, trial.last_result, d)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            driver.fail(trial.config, str(getattr(trial, "error_msg", None) or "trial raised an error"))
+
+    return Recorder()
+
+
+def _searcher(driver: _Driver):
+    from ray.tune.search import Searcher
+
+    class CohortSearcher(Searcher):
+        """Each Ray trial's config is a whole cohort, asked from Optuna in one batch."""
+
+        def suggest(self, trial_id: str) -> dict | None:
+            cohort = driver.next_cohort()
+            return cohort if cohort is not None else Searcher.FINISHED
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            pass  # the Recorder callback tells Optuna: it also has the checkpoint with the weights
+
+    return CohortSearcher()
+
+
+# ------------------------------------------------------------------ plan & run
+
+@dataclass
+class SweepPlan:
+    space: SearchSpace
+    splits: Splits
+    mentor_taps: tuple[str, ...]
+    cohort_size: int
+    gpus_per_trial: float
+    concurrency: int
+    device: str
+
+    def describe(self) -> list[tuple[str, str]]:
+        b = self.space.budget
+        trials = math.ceil(b.mentees / self.cohort_size)
+        return [("experiment", str(self.space.name)), ("dataset", self.splits.summary()),
+                ("mentee family", self.space.mentee.family), ("mentees (twins included)", str(b.mentees)),
+                ("cohort size", str(self.cohort_size)), ("trials (cohorts)", f"~{trials}"),
+                ("concurrent trials", str(self.concurrency)),
+                ("resources per trial", f"{b.cpus_per_trial:g} CPU, {self.gpus_per_trial:g} GPU"),
+                ("epochs per mentee", str(self.space.train.epochs)),
+                ("early stopping", "off" if b.early_stopping is None else
+                 f"rungs {b.early_stopping.rungs}, keep 1/{b.early_stopping.eta}"),
+                ("objectives", "max val_acc, min " + ", min ".join(self.space.objectives)),
+                ("sampler", self.space.sampler)]
+
+
+def _check_mentee_space(space: SearchSpace, splits: Splits, where: str) -> None:
+    m = space.mentee
+    depths = [int(d) for d in (range(int(m.depth.low), int(m.depth.high) + 1) if isinstance(m.depth, Range)
+                               else (m.depth if isinstance(m.depth, list) else [m.depth]))]
+    for d in sorted(set(depths)):
+        try:
+            create_mentee(ArchConfig(m.family, (4,) * d, 3 if isinstance(m.kernel, (list, Range)) else m.kernel),
+                          splits.input_shape, splits.num_classes)
+        except UserError as e:
+            raise UserError(f"{where}: key 'mentee': {e}") from None
+
+
+def plan_sweep(space: SearchSpace, *, where: str = "space", gpus: float | None = None) -> SweepPlan:
+    """Validate everything that can be checked before training; nothing is written."""
+    d = space.dataset
+    splits = load_dataset(d.name, root=d.root, n_samples=d.n_samples, seed=d.seed)
+    _check_mentee_space(space, splits, where)
+    mentor_taps = _mentor_taps(space, splits)
+    for tap, targets in space.mapping.taps.items():
+        for t in targets:
+            if t != "none" and t not in mentor_taps:
+                raise UserError(f"{where}: key 'mapping.taps.{tap}': the mentor has no tap '{t}'; "
+                                f"its taps are {', '.join(mentor_taps)}")
+    from search.distill import METRICS
+    for metric in space.mapping.metric if isinstance(space.mapping.metric, list) else [space.mapping.metric]:
+        if metric not in METRICS:
+            raise UserError(f"{where}: key 'mapping.metric': unknown metric '{metric}'; expected one of "
+                            f"{', '.join(sorted(METRICS))}")
+    b = space.budget
+    if gpus is None:
+        gpus = float(torch.cuda.device_count())
+    g = (1.0 if gpus > 0 else 0.0) if b.gpus_per_trial == "auto" else float(b.gpus_per_trial)
+    k = b.cohort_size if b.cohort_size != "auto" else _auto_cohort(space, splits, g)
+    return SweepPlan(space, splits, mentor_taps, min(k, b.mentees), g, b.concurrency,
+                     "cuda" if g > 0 else "cpu")
+
+
+def _mentor_taps(space: SearchSpace, splits: Splits) -> tuple[str, ...]:
+    spec = space.mentor
+    if spec.taps:
+        return tuple(spec.taps)
+    if spec.factory:
+        raise UserError("space: key 'mentor.taps': required with mentor.factory")
+    a = spec.arch
+    return tuple(create_mentee(ArchConfig(a.family, tuple(a.widths), a.kernel, a.batch_norm),
+                               splits.input_shape, splits.num_classes).taps)
+
+
+def _auto_cohort(space: SearchSpace, splits: Splits, gpus: float) -> int:
+    """K from device memory: the widest mentee's activations for one batch, with room
+    for backward and optimiser state, into a quarter of a GPU's free memory."""
+    if gpus <= 0:
+        return 8  # CPU: fusing still saves Python overhead, but cores are few
+    if not torch.cuda.is_available():
+        return 64  # a GPU cluster driven from a CPU head: a safe default
+    m = space.mentee
+    w = max(m.width) if isinstance(m.width, list) else (m.width.high if isinstance(m.width, Range) else m.width)
+    g = max(m.growth) if isinstance(m.growth, list) else (m.growth.high if isinstance(m.growth, Range) else m.growth)
+    d = max(m.depth) if isinstance(m.depth, list) else (m.depth.high if isinstance(m.depth, Range) else m.depth)
+    widths = tuple(min(m.max_width, round(w * g ** i)) for i in range(int(d)))
+    net = create_mentee(ArchConfig(m.family, widths, 3, False), splits.input_shape, splits.num_classes)
+    act = sum(math.prod(s) for s in tap_shapes(net, net.taps, splits.input_shape))
+    bs = max(space.train.batch_size) if isinstance(space.train.batch_size, list) else int(
+        getattr(space.train.batch_size, "high", space.train.batch_size))
+    per = bs * act * 4 * 8 + sum(p.numel() for p in net.parameters()) * 4 * 6
+    free, _ = torch.cuda.mem_get_info()
+    return int(max(1, min(128, free * gpus / 4 // per)))
+
+
+def _payload(plan: SweepPlan, cache: MentorCache | None, mentor: Mentor, taps: list[str]) -> dict:
+    s = plan.splits
+    es = plan.space.budget.early_stopping
+    return {
+        "key": uuid.uuid4().hex, "device": plan.device,
+        "splits": {"name": s.name, "num_classes": s.num_classes, "input_shape": list(s.input_shape),
+                   "tensors": {k: getattr(s, k).numpy() for k in
+                               ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}},
+        "cache": None if cache is None else {"logits": cache.logits.cpu().numpy(),
+                                             "feats": {k: v.cpu().numpy() for k, v in cache.feats.items()}},
+        "mentor_shapes": dict(zip(taps, mentor.tap_shapes(taps))),
+        "rungs": list(es.rungs) if es else [], "eta": es.eta if es else 3,
+    }
+
+
+def _resume_state(driver: _Driver, recorded: set[str]) -> None:
+    """Rebuild the driver's queue from the study and MLflow after an interruption."""
+    frame = load_runs(driver.tracker.uri, parent_run_id=driver.parent_run_id)
+    by_member = {r["member_id"]: r for _, r in frame.iterrows()} if len(frame) else {}
+    mentored = []
+    for t in driver.study.trials:
+        cfg = MemberConfig.from_dict(t.user_attrs["config"])
+        driver.planned += 1
+        if cfg.independent:
+            driver.have_independent.add(cfg.arch.key())
+        else:
+            mentored.append(cfg)
+        if t.state != optuna.trial.TrialState.RUNNING:
+            continue
+        mid = str(t.number)
+        if mid in by_member:  # recorded, but the driver died before telling Optuna
+            r = by_member[mid]
+            driver._tell(t.number, r["status"], r["val_acc"], {o: r[o] for o in driver.space.objectives})
+        else:
+            driver.pending.append(_Work(mid, cfg, t.number))
+    for cfg in mentored:
+        key = cfg.arch.key()
+        if f"twin-{key}" in recorded:
+            driver.have_independent.add(key)
+        driver._twin_of(cfg)
+
+
+def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: str | None = None,
+              workdir: str | Path = "mentee-runs", storage: str | None = None, resume: bool = False,
+              where: str = "space", show_progress: bool = True) -> SweepSummary:
+    import ray
+    from ray import tune
+
+    from search.progress import Progress
+
+    t0 = time.perf_counter()
+    experiment = str(space.name)
+    tracker = SweepTracker(tracking_uri, experiment)  # creates the experiment before any trial starts
+    parent = tracker.find_sweep(experiment) if resume else None
+    if resume and parent is None:
+        raise UserError(f"--resume: no unfinished sweep of experiment '{experiment}' in {tracker.uri}")
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # results go to MLflow, not CSV/TB files
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    ray.init(address=address or os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, include_dashboard=False,
+             logging_level=logging.WARNING, log_to_driver=True)
+    plan = plan_sweep(space, where=where, gpus=ray.cluster_resources().get("GPU", 0.0))
+
+    dev = pick_device(None)
+    splits = plan.splits.to(dev)
+    mentor = ensure_mentor(space.mentor, splits)
+    mentor.model.to(dev)
+    taps = sorted({t for ts in space.mapping.taps.values() for t in ts if t != "none"})
+    cache = MentorCache.build(mentor, splits.x_train, taps)
+    payload = _payload(plan, cache, mentor, taps)
+
+    work = Path(workdir).resolve() / experiment
+    work.mkdir(parents=True, exist_ok=True)
+    shash = space_hash(space)
+    if parent is None:
+        parent = tracker.start_sweep(experiment, params=_flat(space.model_dump()), tags={"mentee.space_hash": shash})
+    storage_url = f"sqlite:///{work / 'optuna.db'}"
+    study = optuna.create_study(study_name=f"{experiment}-{parent}", storage=storage_url, load_if_exists=resume,
+                                directions=["maximize"] + ["minimize"] * len(space.objectives),
+                                sampler=_sampler(space))
+    summary = SweepSummary(experiment, parent, tracker.uri, planned=space.budget.mentees)
+    driver = _Driver(space, study, tracker, parent, plan.cohort_size, {"mentee.space_hash": shash}, summary,
+                     n_train=len(splits.x_train))
+    if resume:
+        recorded = tracker.existing_member_ids(parent)
+        summary.recorded = len(recorded)
+        _resume_state(driver, recorded)
+
+    trainable = tune.with_resources(tune.with_parameters(cohort_trainable, payload=payload),
+                                    {"cpu": space.budget.cpus_per_trial, "gpu": plan.gpus_per_trial})
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=_searcher(driver), num_samples=-1,
+                                    max_concurrent_trials=plan.concurrency, reuse_actors=True),
+        run_config=tune.RunConfig(name=f"{experiment}-{parent[:8]}-{int(time.time())}",
+                                  storage_path=storage or str(work / "ray"), verbose=0,
+                                  callbacks=[_tuner_callback(driver)]),
+    )
+    total = max(driver.planned, space.budget.mentees) - summary.recorded
+    with Progress(total, f"sweep {experiment}", enabled=show_progress) as bar:
+        driver.progress = bar
+        tuner.fit()
+    summary.seconds = time.perf_counter() - t0
+    tracker.finish_sweep(parent, metrics={"wall_seconds": summary.seconds, "finished": summary.finished,
+                                          "pruned": summary.pruned, "failed": summary.failed})
+    return summary
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and k != "taps":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
