@@ -226,9 +226,10 @@ def sweep(
 ):
     """Search mentees for a space with Ray Tune + Optuna; record every mentee in MLflow."""
     from search.spaces import load_space
+
+    sp = load_space(space)  # validate before importing Ray and torch: a bad file fails in a blink
     from search.tune import plan_sweep, run_sweep
 
-    sp = load_space(space)
     if dry_run:
         plan = plan_sweep(sp, where=str(space))
         from rich.table import Table

@@ -20,7 +20,9 @@ same trajectory as if trained alone (`tests/test_distill.py` checks this)::
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +33,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 from torch.nn import functional as F
 
-from search.config import ArchConfig, MemberConfig, MemberResult
+from search.config import ArchConfig, HintConfig, MemberConfig, MemberResult
 from search.data import Splits
 from search.errors import UserError
 from search.measure import cost as model_cost
@@ -137,20 +139,21 @@ def member_loss(logits: torch.Tensor, preds: Sequence[torch.Tensor], y: torch.Te
         loss = loss + w["hint"][k] * METRICS[metrics[k]](p.float(), t.float())
     if t_logits is not None:
         T = w["T"]
-        kl = F.kl_div(F.log_softmax(logits.float() / T, -1), F.log_softmax(t_logits / T, -1),
-                      reduction="batchmean", log_target=True)
+        # KL(mentor ‖ mentee), written out: F.kl_div has no vmap batching rule (slow fallback)
+        log_t, log_s = F.log_softmax(t_logits / T, -1), F.log_softmax(logits.float() / T, -1)
+        kl = (log_t.exp() * (log_t - log_s)).sum(-1).mean()
         loss = loss + w["kd"] * T * T * kl
     return loss
 
 
 def group_key(cfg: MemberConfig) -> tuple:
     """Members with equal keys train fused. Width is bucketed by powers of two so that
-    padding never more than doubles a member's width (and its compute)."""
+    padding never more than doubles a member's width (and its compute). Mappings do not
+    split groups: a group computes the union of its members' hint terms, each member
+    weighting the ones that are not its own by exactly 0."""
     a, t = cfg.arch, cfg.train
     bucket = math.ceil(math.log2(max(a.widths)))
-    hints = tuple((h.student, h.teacher, h.metric) for h in cfg.active_hints())
-    return (a.family, a.depth, a.kernel, a.batch_norm, bucket, hints, cfg.w_kd > 0,
-            t.epochs, t.batch_size, t.schedule)
+    return (a.family, a.depth, a.kernel, a.batch_norm, bucket, t.epochs, t.batch_size, t.schedule)
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -179,35 +182,39 @@ class FusedGroup:
     """K members of one structure, stacked: params[name] has shape [K, ...]."""
 
     def __init__(self, idx: list[int], cfgs: list[MemberConfig], splits: Splits,
-                 mentor_shapes: dict[str, tuple[int, ...]], device: torch.device):
+                 mentor_shapes: dict[str, tuple[int, ...]], device: torch.device, use_graph: bool = True):
         self.idx, self.cfgs = idx, cfgs
         c0 = cfgs[0]
         widths = tuple(max(ws) for ws in zip(*(c.arch.widths for c in cfgs)))
         self.template_arch = ArchConfig(c0.arch.family, widths, c0.arch.kernel, c0.arch.batch_norm)
+        # the union of the members' hint terms, in first-seen order
+        union: list[tuple[str, str, str]] = []
+        for c in cfgs:
+            union += [k for k in ((h.student, h.teacher, h.metric) for h in c.active_hints()) if k not in union]
         shape, nc = splits.input_shape, splits.num_classes
+        union_cfg = dataclasses.replace(c0, hints=tuple(HintConfig(a, b, m, 1.0) for a, b, m in union))
         with torch.random.fork_rng(devices=[]):
-            template = build_member(self.template_arch, c0, shape, nc, mentor_shapes)
+            template = build_member(self.template_arch, union_cfg, shape, nc, mentor_shapes)
         self.logical = logical_shapes(template)
         members = []
         for c in cfgs:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(c.train.seed)
                 real = build_member(c.arch, c, shape, nc, mentor_shapes)
-            members.append(self._pad(real, template))
+            slots = [union.index((h.student, h.teacher, h.metric)) for h in c.active_hints()]
+            members.append(self._pad(real, template, slots))
         self.params, self.buffers = stack_module_state(members)
         self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in self.params.items()}
         self.buffers = {k: v.to(device) for k, v in self.buffers.items()}
         self.base = copy.deepcopy(template).to("meta")
-        hints = c0.active_hints()
-        self.student_taps = [h.student for h in hints]
-        self.teacher_taps = [h.teacher for h in hints]
-        self.metrics = [h.metric for h in hints]
-        self.kd = c0.w_kd > 0
+        self.teacher_taps = [t for _, t, _ in union]
+        self.metrics = [m for _, _, m in union]
+        self.kd = any(c.w_kd > 0 for c in cfgs)
         f32 = dict(device=device, dtype=torch.float32)
         self.w = {"ce": torch.tensor([c.w_ce for c in cfgs], **f32),
                   "kd": torch.tensor([c.w_kd for c in cfgs], **f32),
                   "T": torch.tensor([c.temperature for c in cfgs], **f32),
-                  "hint": torch.tensor([[h.weight for h in c.active_hints()] or [0.0] for c in cfgs], **f32)}
+                  "hint": torch.tensor([_union_weights(c, union) for c in cfgs], **f32)}
         self.lr = torch.tensor([c.train.lr for c in cfgs], **f32)
         self.wd = torch.tensor([c.train.weight_decay for c in cfgs], **f32)
         self.m = {k: torch.zeros_like(v) for k, v in self.params.items()}
@@ -215,34 +222,52 @@ class FusedGroup:
         self.gens = [torch.Generator().manual_seed(c.train.seed) for c in cfgs]
         self.step_count = 0
         self.seconds = 0.0
+        self.factor, self.bc1, self.bc2 = (torch.ones((), **f32) for _ in range(3))
+        self.ids: torch.Tensor | None = None
+        self.loss_sum: torch.Tensor | None = None
+        self.use_graph = use_graph and device.type == "cuda"
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.eager_steps = 0
 
-    def _pad(self, real: nn.Module, template: nn.Module) -> nn.Module:
-        """`template`-shaped copy of `real`: real values in the leading slice, zeros elsewhere."""
+    def _pad(self, real: nn.Module, template: nn.Module, slots: list[int]) -> nn.Module:
+        """`template`-shaped copy of `real`: real values in the leading slice, zeros elsewhere.
+        The member's i-th projection goes to union slot `slots[i]`; other slots stay zero
+        (weighted by 0, they get exactly zero gradient and never move)."""
         out = copy.deepcopy(template)
-        real_logical = logical_shapes(real)
+        real_state, real_logical = real.state_dict(), logical_shapes(real)
+        rename = {}
+        for k in real_state:
+            if k.startswith("proj."):
+                i, rest = k[5:].split(".", 1)
+                rename[f"proj.{slots[int(i)]}.{rest}"] = k
         state = {}
         for k, t in template.state_dict().items():
-            r = real.state_dict()[k]
+            src = rename.get(k, k)
+            if src not in real_state:  # a hint slot that is not this member's
+                state[k] = torch.zeros_like(t)
+                continue
+            r = real_state[src]
             if r.dim() == 0:
                 state[k] = r.clone()
                 continue
             z = torch.zeros(self.logical[k], dtype=t.dtype)
-            z[tuple(slice(0, s) for s in real_logical[k])] = r.reshape(real_logical[k])
+            z[tuple(slice(0, s) for s in real_logical[src])] = r.reshape(real_logical[src])
             state[k] = z.reshape(t.shape)
         out.load_state_dict(state)
         return out
 
-    def crop(self, j: int, cfg: MemberConfig, real: MenteeWithHints) -> dict[str, torch.Tensor]:
-        """Member j's own weights, cut back from the padded stack to `real`'s shapes."""
+    def crop(self, j: int, real: nn.Module) -> dict[str, torch.Tensor]:
+        """Member j's mentee weights (`net.*`), cut back from the padded stack to `real`'s shapes."""
         state = {}
         real_logical = logical_shapes(real)
         for k, r in real.state_dict().items():
+            k = f"net.{k}"
             src = (self.params.get(k) if k in self.params else self.buffers[k])[j].detach().cpu()
             if r.dim() == 0:
-                state[k] = src.clone()
+                state[k[4:]] = src.clone()
                 continue
-            v = src.reshape(self.logical[k])[tuple(slice(0, s) for s in real_logical[k])]
-            state[k] = v.reshape(r.shape).clone().to(r.dtype)
+            v = src.reshape(self.logical[k])[tuple(slice(0, s) for s in real_logical[k[4:]])]
+            state[k[4:]] = v.reshape(r.shape).clone().to(r.dtype)
         return state
 
     def keep(self, rows: list[int]) -> None:
@@ -256,6 +281,7 @@ class FusedGroup:
         self.idx = [self.idx[r] for r in rows]
         self.cfgs = [self.cfgs[r] for r in rows]
         self.gens = [self.gens[r] for r in rows]
+        self.graph, self.eager_steps, self.ids, self.loss_sum = None, 0, None, None  # shapes changed: capture anew
 
     # -- one epoch ------------------------------------------------------------
     def _loss(self, params, buffers, x, y, t_logits, t_feats, w):
@@ -263,48 +289,91 @@ class FusedGroup:
         targets = [p.target(t) for p, t in zip(self.base.proj, t_feats)]
         return member_loss(logits, preds, y, t_logits if self.kd else None, targets, self.metrics, w)
 
+    def _step(self) -> None:
+        """One fused step on the batch whose sample ids are in `self.ids` ([K, B]).
+        Reads and writes only tensors that live across steps, so it can be a CUDA graph."""
+        ids, s, c = self.ids, self.splits, self.cache
+        x, y = s.x_train[ids], s.y_train[ids]
+        t_logits = c.logits[ids] if self.kd else torch.zeros(ids.shape, device=ids.device)
+        t_feats = [c.feats[t][ids] for t in self.teacher_taps]
+        vloss = torch.func.vmap(self._loss, in_dims=(0, 0, 0, 0, 0, 0, 0), randomness="different")
+        with _autocast(ids.device):
+            loss = vloss(self.params, self.buffers, x, y, t_logits, t_feats, self.w)
+        loss.sum().backward()  # members are independent: d(sum)/dθ_k = dL_k/dθ_k
+        self._adamw()
+        self.loss_sum += loss.detach()
+
     def train_epoch(self, splits: Splits, cache: MentorCache | None, total_steps: int) -> torch.Tensor:
         t0 = time.perf_counter()
         cfg = self.cfgs[0].train
-        n, bs = len(splits.x_train), cfg.batch_size
+        n = len(splits.x_train)
+        bs = min(cfg.batch_size, n)
         dev = splits.x_train.device
+        self.splits, self.cache = splits, cache
         # each member its own order, drawn from its own generator: the same as alone
         order = torch.stack([torch.randperm(n, generator=g) for g in self.gens]).to(dev)
         self.base.train()
-        vloss = torch.func.vmap(self._loss, in_dims=(0, 0, 0, 0, 0, 0, 0), randomness="different")
-        amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else _null()
-        total = torch.zeros(len(self.cfgs), device=dev)
-        steps = 0
-        for s in range(0, n, bs):
-            ids = order[:, s:s + bs]
-            x, y = splits.x_train[ids], splits.y_train[ids]
-            t_logits = cache.logits[ids] if (cache is not None and self.kd) else torch.zeros(ids.shape, device=dev)
-            t_feats = [cache.feats[t][ids] for t in self.teacher_taps] if self.teacher_taps else []
-            with amp:
-                loss = vloss(self.params, self.buffers, x, y, t_logits, t_feats, self.w)
-            loss.sum().backward()  # members are independent: d(sum)/dθ_k = dL_k/dθ_k
-            self._adamw(lr_factor(cfg.schedule, self.step_count, total_steps))
+        if self.loss_sum is None or len(self.loss_sum) != len(self.cfgs):
+            self.loss_sum = torch.zeros(len(self.cfgs), device=dev)
+        self.loss_sum.zero_()
+        steps = n // bs  # drop the last partial batch: every step has the same shape
+        for i in range(steps):
+            self.factor.fill_(lr_factor(cfg.schedule, self.step_count, total_steps))
+            t = self.step_count + 1
+            self.bc1.fill_(1 - 0.9 ** t)
+            self.bc2.fill_(1 - 0.999 ** t)
+            batch = order[:, i * bs:(i + 1) * bs]
+            if self.ids is None or self.ids.shape != batch.shape:
+                self.ids = batch.clone()
+            else:
+                self.ids.copy_(batch)
+            self._run_step()
             self.step_count += 1
-            total += loss.detach()
-            steps += 1
         self.seconds += time.perf_counter() - t0
-        return total / steps
+        return self.loss_sum / steps
+
+    def _run_step(self) -> None:
+        """Eager on the CPU; on CUDA, a few eager steps, then the step captured once as a
+        CUDA graph and replayed: a tiny mentee's step is all launch overhead otherwise."""
+        if not (self.use_graph and self.ids.is_cuda):
+            self._zero_grad()
+            return self._step()
+        if self.graph is None and self.eager_steps >= 3:
+            self._zero_grad()  # backward inside the capture then writes grads, never accumulates
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.stream(side), torch.cuda.graph(self.graph, stream=side):
+                self._step()
+            torch.cuda.current_stream().wait_stream(side)
+        if self.graph is not None:
+            self.graph.replay()
+            return
+        side = torch.cuda.Stream()  # warm-up steps run on a side stream, as capture requires
+        side.wait_stream(torch.cuda.current_stream())
+        self._zero_grad()
+        with torch.cuda.stream(side):
+            self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        self.eager_steps += 1
 
     @torch.no_grad()
-    def _adamw(self, factor: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> None:
-        """AdamW with per-member learning rate and weight decay (decay on weights only)."""
-        t = self.step_count + 1
-        bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+    def _adamw(self, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> None:
+        """AdamW with per-member learning rate and weight decay (decay on weights only).
+        Step-dependent scalars are device tensors so that a captured graph stays valid."""
         for k, p in self.params.items():
             g = p.grad
             view = (-1,) + (1,) * (p.dim() - 1)
-            lr = (self.lr * factor).view(view)
+            lr = (self.lr * self.factor).view(view)
             if p.dim() > 2:  # stacked matrices and kernels; biases, BN and scalars are not decayed
                 p.mul_(1 - lr * self.wd.view(view))
             m, v = self.m[k], self.v[k]
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.sub_(lr / bc1 * m / (v.div(bc2).sqrt_().add_(eps)))
+            p.sub_(lr / self.bc1 * m / (v / self.bc2).sqrt_().add_(eps))
+
+    def _zero_grad(self) -> None:
+        for p in self.params.values():
             p.grad = None
 
     @torch.no_grad()
@@ -312,20 +381,25 @@ class FusedGroup:
         self.base.eval()
         f = torch.func.vmap(lambda p, b, xx: functional_call(self.base, (p, b), (xx,))[0], in_dims=(0, 0, None))
         correct = torch.zeros(len(self.cfgs), device=x.device)
-        amp = torch.autocast("cuda", dtype=torch.bfloat16) if x.device.type == "cuda" else _null()
         for i in range(0, len(x), chunk):
-            with amp:
+            with _autocast(x.device):
                 logits = f(self.params, self.buffers, x[i:i + chunk])
             correct += (logits.argmax(-1) == y[i:i + chunk]).sum(1)
         return correct / len(x)
 
 
-class _null:
-    def __enter__(self):
-        return self
+def _union_weights(cfg: MemberConfig, union: list[tuple[str, str, str]]) -> list[float]:
+    w = [0.0] * max(len(union), 1)
+    for h in cfg.active_hints():
+        w[union.index((h.student, h.teacher, h.metric))] = h.weight
+    return w
 
-    def __exit__(self, *a):
-        return False
+
+def _autocast(device: torch.device):
+    """bf16 on CUDA (no weight cache: it would break graph replay); plain fp32 on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+    return contextlib.nullcontext()
 
 
 # ------------------------------------------------------------------- cohort loop
@@ -348,7 +422,7 @@ def _pareto_rank(acc: list[float], params: list[int]) -> list[int]:
 
 def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorCache | None = None,
                  mentor_shapes: dict[str, tuple[int, ...]] | None = None,
-                 rungs: Sequence[int] = (), eta: int = 3, keep_weights: bool = True,
+                 rungs: Sequence[int] = (), eta: int = 3, keep_weights: bool = True, use_graph: bool = True,
                  on_epoch: Callable[[int, int], None] | None = None) -> list[MemberResult]:
     """Train every member of a cohort; return one `MemberResult` per config, in order.
 
@@ -368,7 +442,7 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
     by_key: dict[tuple, list[int]] = {}
     for i, c in enumerate(cfgs):
         by_key.setdefault(group_key(c), []).append(i)
-    groups = [FusedGroup(ix, [cfgs[i] for i in ix], splits, mentor_shapes, dev) for ix in by_key.values()]
+    groups = [FusedGroup(ix, [cfgs[i] for i in ix], splits, mentor_shapes, dev, use_graph) for ix in by_key.values()]
     curves: list[dict[str, list[float]]] = [{"train_loss": [], "val_acc": [], "test_acc": []} for _ in cfgs]
     status = ["finished"] * len(cfgs)
     errors: list[str | None] = [None] * len(cfgs)
@@ -422,19 +496,18 @@ def _results(cfgs, groups, splits, curves, status, errors, mentor_shapes, keep_w
     seconds = {i: g.seconds for g in groups for i in g.idx}
     out = []
     for i, c in enumerate(cfgs):
-        with torch.random.fork_rng(devices=[]):
-            real = build_member(c.arch, c, splits.input_shape, splits.num_classes, mentor_shapes)
+        real = create_mentee(c.arch, splits.input_shape, splits.num_classes)
         state = None
         if i in where:
             g, r = where[i]
-            real.load_state_dict(g.crop(r, c, real))
-            state = {k[len("net."):]: v for k, v in real.state_dict().items() if k.startswith("net.")}
+            state = g.crop(r, real)
+            real.load_state_dict(state)
         cv = curves[i]
         out.append(MemberResult(
             config=c, status=status[i],
             val_acc=cv["val_acc"][-1] if cv["val_acc"] else float("nan"),
             test_acc=cv["test_acc"][-1] if cv["test_acc"] else float("nan"),
             epochs_run=len(cv["val_acc"]), curves=cv,
-            cost=model_cost(real.net, splits.input_shape), train_seconds=seconds.get(i, 0.0),
+            cost=model_cost(real, splits.input_shape), train_seconds=seconds.get(i, 0.0),
             state_dict=state if keep_weights else None, error=errors[i]))
     return out

@@ -235,7 +235,7 @@ class _Driver:
             path = Path(ckpt_dir) / f"{mid}.pt" if ckpt_dir else None
             state = torch.load(path, weights_only=True) if path is not None and path.exists() else None
             res = _result_from_dict(cfg, rd, state)
-            self.tracker.log_member(self.parent_run_id, res, tags={**self.tags, "mentee.twin": str(num is None)},
+            self.tracker.log_member(self.parent_run_id, res, tags={**self.tags, "mentee.twin": str(mid.startswith("twin-"))},
                                     member_id=mid)
             if num is not None:
                 self._tell(num, res.status, res.val_acc, res.cost)
@@ -245,7 +245,7 @@ class _Driver:
         self.summary.trials += 1
         for mid, cd, num in zip(config["member_ids"], config["members"], config["optuna"]):
             res = MemberResult(config=MemberConfig.from_dict(cd), status="failed", error=error[:500])
-            self.tracker.log_member(self.parent_run_id, res, tags={**self.tags, "mentee.twin": str(num is None)},
+            self.tracker.log_member(self.parent_run_id, res, tags={**self.tags, "mentee.twin": str(mid.startswith("twin-"))},
                                     member_id=mid)
             if num is not None:
                 self._tell(num, "failed", math.nan, {})
@@ -441,7 +441,10 @@ def _resume_state(driver: _Driver, recorded: set[str]) -> None:
 
 def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: str | None = None,
               workdir: str | Path = "mentee-runs", storage: str | None = None, resume: bool = False,
-              where: str = "space", show_progress: bool = True) -> SweepSummary:
+              where: str = "space", show_progress: bool = True,
+              configs: list[MemberConfig] | None = None) -> SweepSummary:
+    """Run (or with `resume`, continue) a sweep of `space`. `configs`, if given, replaces
+    Optuna: exactly those mentees are trained (benchmarks use it to compare like with like)."""
     import ray
     from ray import tune
 
@@ -484,6 +487,10 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
         recorded = tracker.existing_member_ids(parent)
         summary.recorded = len(recorded)
         _resume_state(driver, recorded)
+    if configs is not None:
+        driver.pending.extend(_Work(f"fixed-{i}", c, None) for i, c in enumerate(configs))
+        driver.planned = summary.planned = len(configs)
+        driver.space = space.model_copy(update={"budget": space.budget.model_copy(update={"mentees": len(configs)})})
 
     trainable = tune.with_resources(tune.with_parameters(cohort_trainable, payload=payload),
                                     {"cpu": space.budget.cpus_per_trial, "gpu": plan.gpus_per_trial})
