@@ -175,6 +175,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--only", choices=["plain", "cohort", "steps"], default=None)
     ap.add_argument("--space", default=str(ROOT / "spaces" / "mnist1d.yaml"))
+    ap.add_argument("--ks", default="1,8,32,64,128", help="cohort sizes for the step-throughput table")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args()
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -199,7 +200,7 @@ def main() -> None:
     samples = len(configs) * args.epochs * (len(splits.x_train) // 128 * 128)
 
     if args.only in (None, "steps"):
-        res["steps"] = step_throughput(splits, cache, shapes)
+        res["steps"] = step_throughput(splits, cache, shapes, ks=[int(k) for k in args.ks.split(",")])
     if args.only in (None, "cohort"):
         res["cohort"] = run_cohort(space, configs, uri)
     if args.only in (None, "plain"):

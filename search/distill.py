@@ -423,6 +423,7 @@ def _pareto_rank(acc: list[float], params: list[int]) -> list[int]:
 def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorCache | None = None,
                  mentor_shapes: dict[str, tuple[int, ...]] | None = None,
                  rungs: Sequence[int] = (), eta: int = 3, keep_weights: bool = True, use_graph: bool = True,
+                 fuse: bool = True,
                  on_epoch: Callable[[int, int], None] | None = None) -> list[MemberResult]:
     """Train every member of a cohort; return one `MemberResult` per config, in order.
 
@@ -439,9 +440,12 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
     if missing:
         raise ValueError(f"mentor cache lacks taps {sorted(missing)}")
     dev = splits.x_train.device
+    if dev.type == "cpu":
+        # Adam's second moments of tiny gradients go denormal; the CPU then runs them ~100× slower
+        torch.set_flush_denormal(True)
     by_key: dict[tuple, list[int]] = {}
     for i, c in enumerate(cfgs):
-        by_key.setdefault(group_key(c), []).append(i)
+        by_key.setdefault(group_key(c) if fuse else (i,), []).append(i)
     groups = [FusedGroup(ix, [cfgs[i] for i in ix], splits, mentor_shapes, dev, use_graph) for ix in by_key.values()]
     curves: list[dict[str, list[float]]] = [{"train_loss": [], "val_acc": [], "test_acc": []} for _ in cfgs]
     status = ["finished"] * len(cfgs)

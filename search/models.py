@@ -79,6 +79,19 @@ class FlatHead(nn.Linear):
         return super().forward(x.flatten(1))
 
 
+class BatchNorm1d(nn.BatchNorm1d):
+    """Batch norm computed in fp32 under bf16 autocast (stats in fp32 are the usual recipe;
+    and vmap's batch-norm rule fails in backward on bf16 inputs with fp32 running stats)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float())
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float())
+
+
 class ConvNet(nn.Module):
     """`depth` conv blocks (conv → [BN] → ReLU, stride 2 after the first), a flat head.
 
@@ -88,7 +101,7 @@ class ConvNet(nn.Module):
     def __init__(self, dims: int, in_ch: int, spatial: tuple[int, ...], widths: Sequence[int],
                  kernel: int, batch_norm: bool, num_classes: int):
         super().__init__()
-        conv, bn = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
+        conv, bn = (nn.Conv1d, BatchNorm1d) if dims == 1 else (nn.Conv2d, BatchNorm2d)
         self.taps: tuple[str, ...] = ()
         ch = in_ch
         for i, w in enumerate(widths):

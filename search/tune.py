@@ -22,6 +22,7 @@ never recorded, tells Optuna what was recorded but not told, and trains nothing 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -481,8 +482,9 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
                                 directions=["maximize"] + ["minimize"] * len(space.objectives),
                                 sampler=_sampler(space))
     summary = SweepSummary(experiment, parent, tracker.uri, planned=space.budget.mentees)
-    driver = _Driver(space, study, tracker, parent, plan.cohort_size, {"mentee.space_hash": shash}, summary,
-                     n_train=len(splits.x_train))
+    tags = {"mentee.space_hash": shash, "mentee.dataset": splits.name,
+            "mentee.input_shape": json.dumps(list(splits.input_shape)), "mentee.num_classes": str(splits.num_classes)}
+    driver = _Driver(space, study, tracker, parent, plan.cohort_size, tags, summary, n_train=len(splits.x_train))
     if resume:
         recorded = tracker.existing_member_ids(parent)
         summary.recorded = len(recorded)

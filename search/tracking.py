@@ -1,0 +1,427 @@
+"""MLflow writing and reading: a parent run per sweep, one child run per mentee.
+
+This is the only module that talks to MLflow, and only the sweep driver writes:
+trials hand their `MemberResult`s back through Ray and the driver logs them, so a
+sqlite store never sees two writers (mlflow #4123: "database is locked" and
+schema-migration races). Every call goes through an explicit `MlflowClient(uri)`;
+nothing here sets the global tracking URI or reads `MLFLOW_RUN_ID`.
+
+Usage::
+
+    tracker = SweepTracker("sqlite:///mlflow.db", "mnist1d")   # creates the experiment now
+    parent = tracker.find_sweep() if resume else None
+    parent = tracker.start_sweep("mnist1d-0412", {"budget": 64}, {"mentee.space_hash": h},
+                                 resume_run_id=parent)
+    done = tracker.existing_member_ids(parent)                 # skip these on resume
+    tracker.log_member(parent, result, tags={"mentee.space_hash": h}, member_id="t3-m1")
+    tracker.finish_sweep(parent, metrics={"members": 64})
+
+    runs = load_runs("mlflow.db", "mnist1d")                   # one row per mentee
+    config, weights = load_member("mlflow.db", runs.run_id[0])
+    subprocess.run(ui_command("mlflow.db"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pandas as pd
+import torch
+from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
+)
+
+from search.config import MemberConfig, MemberResult
+from search.errors import UserError
+
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "RUN_COLUMNS",
+    "SweepTracker",
+    "load_member",
+    "load_runs",
+    "mapping_string",
+    "resolve_uri",
+    "ui_command",
+]
+
+# MLflow 3's own default; the old ./mlruns file store is refused from 3.13.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+# Columns of `load_runs`, in order, with the dtype each one has even when empty.
+RUN_COLUMNS: dict[str, str] = {
+    "run_id": "object",
+    "parent_run_id": "object",
+    "experiment_id": "object",
+    "member_id": "object",
+    "status": "object",
+    "arch_key": "object",
+    "independent": "bool",
+    "family": "object",
+    "widths": "object",
+    "mapping": "object",
+    "seed": "int64",
+    "val_acc": "float64",
+    "test_acc": "float64",
+    "params": "float64",
+    "bytes_fp32": "float64",
+    "bytes_int8": "float64",
+    "macs": "float64",
+    "train_seconds": "float64",
+    "epochs_run": "float64",
+    "start_time": "datetime64[ns, UTC]",
+}
+_COST_KEYS = ("params", "bytes_fp32", "bytes_int8", "macs")
+_RUN_STATUS = {"finished": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+_PAGE = 1000
+
+
+def resolve_uri(uri: str | None) -> str:
+    """None → $MLFLOW_TRACKING_URI or the default; a plain `x.db` path → an absolute sqlite URI."""
+    if uri is None:
+        return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if "://" not in uri and uri.endswith(".db"):
+        # A path is relative to the cwd *now*; pin it so a later chdir cannot move the store.
+        return "sqlite:///" + str(Path(uri).expanduser().resolve())
+    return uri
+
+
+def mapping_string(config: MemberConfig) -> str:
+    """Readable mentor mapping, e.g. `layer2->layer3:rmse@0.1;kd@0.5/T4`; `none` when independent."""
+    parts = [f"{h.student}->{h.teacher}:{h.metric}@{h.weight:g}" for h in config.active_hints()]
+    if config.w_kd:
+        parts.append(f"kd@{config.w_kd:g}/T{config.temperature:g}")
+    return ";".join(parts) or "none"
+
+
+def _widths(config: MemberConfig) -> str:
+    return "x".join(str(w) for w in config.arch.widths)
+
+
+def _run_name(config: MemberConfig) -> str:
+    # e.g. conv1d-8x8-hint0.1-s0: enough to tell members apart in the UI's run list.
+    parts = [f"hint{h.weight:g}" for h in config.active_hints()]
+    parts += [f"kd{config.w_kd:g}"] if config.w_kd else []
+    return f"{config.arch.family}-{_widths(config)}-{'-'.join(parts) or 'indep'}-s{config.train.seed}"
+
+
+def _member_params(config: MemberConfig) -> dict[str, str]:
+    """Dotted params from `config.to_dict()`: `arch.widths=8x8`, `train.lr=0.003`, `hints=...`."""
+    out: dict[str, str] = {}
+    for key, value in config.to_dict().items():
+        if key == "hints":
+            # All hints, zero-weight ones included: the param records the config, the tag the effect.
+            hints = [f"{h['student']}->{h['teacher']}:{h['metric']}@{h['weight']:g}" for h in value]
+            out["hints"] = ";".join(hints) or "none"
+        elif isinstance(value, dict):
+            for sub, v in value.items():
+                out[f"{key}.{sub}"] = _widths(config) if (key, sub) == ("arch", "widths") else str(v)
+        else:
+            out[key] = str(value)
+    out["independent"] = str(config.independent)
+    return out
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _client(uri: str | None, *, must_exist: bool = False) -> MlflowClient:
+    uri = resolve_uri(uri)
+    if must_exist and uri.startswith("sqlite:///"):
+        # Opening a missing sqlite file creates it: a reader run from the wrong directory
+        # would silently make an empty store instead of saying where it looked.
+        path = Path(unquote(uri[len("sqlite:///") :]))
+        if not path.exists():
+            raise UserError(f"tracking URI {uri}: no MLflow database at {path.resolve()}")
+    return MlflowClient(uri)
+
+
+def _search(client: MlflowClient, experiment_ids: list[str], filter_string: str, **kw: Any) -> Iterator[Any]:
+    """All runs matching, page by page (one search_runs call returns at most max_results)."""
+    token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids, filter_string, ViewType.ACTIVE_ONLY, _PAGE, page_token=token, **kw
+        )
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _get_run(client: MlflowClient, run_id: str) -> Any:
+    try:
+        return client.get_run(run_id)
+    except MlflowException as e:
+        # Only "no such run" is the user's doing; a dead server or a broken store is not.
+        if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise UserError(f"MLflow run {run_id!r} not found in {client.tracking_uri}") from e
+
+
+class SweepTracker:
+    """Writes one sweep to MLflow. Create it in the driver, before any trial starts."""
+
+    def __init__(self, uri: str | None, experiment: str) -> None:
+        self.uri = resolve_uri(uri)
+        self.client = MlflowClient(self.uri)
+        self.experiment = experiment
+        # The first touch of a sqlite file runs its schema migrations; doing it here, once,
+        # keeps that away from anything concurrent.
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None and found.lifecycle_stage == "deleted":
+            raise UserError(
+                f"MLflow experiment {experiment!r} is deleted in {self.uri}: restore it in the UI, "
+                "purge it with `mlflow gc`, or pick another name"
+            )
+        if found is not None:
+            self.experiment_id = found.experiment_id
+            return
+        try:
+            self.experiment_id = self.client.create_experiment(experiment, self._artifact_location())
+        except MlflowException:
+            # Another driver created it between our lookup and create: use theirs.
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+            self.experiment_id = found.experiment_id
+
+    def _artifact_location(self) -> str | None:
+        # With a sqlite store MLflow would put artifacts in ./mlruns of whatever the cwd is;
+        # keep them beside the database instead. A server chooses its own (None).
+        if not self.uri.startswith("sqlite:///"):
+            return None
+        db = Path(unquote(self.uri[len("sqlite:///") :])).resolve()
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.experiment)
+        return (db.parent / "mlartifacts" / safe).as_uri()
+
+    def _log(
+        self,
+        run_id: str,
+        metrics: Sequence[Metric] = (),
+        params: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        # log_batch takes at most 1000 metrics and 100 params/tags per call.
+        ps = [Param(k, str(v)[:MAX_PARAM_VAL_LENGTH]) for k, v in (params or {}).items()]
+        ts = [RunTag(k, str(v)[:MAX_TAG_VAL_LENGTH]) for k, v in (tags or {}).items()]
+        for chunk in _chunks(list(metrics), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=chunk)
+        for chunk in _chunks(ps, MAX_PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(run_id, params=chunk)
+        for chunk in _chunks(ts, MAX_PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(run_id, tags=chunk)
+
+    def start_sweep(
+        self,
+        name: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, Any],
+        *,
+        resume_run_id: str | None = None,
+    ) -> str:
+        """Create the parent run (or reopen `resume_run_id`) and return its id."""
+        if resume_run_id is not None:
+            run = _get_run(self.client, resume_run_id)
+            if run.info.experiment_id != self.experiment_id:
+                raise UserError(f"run {resume_run_id!r} is not in experiment {self.experiment!r}")
+            # Params are immutable in MLflow: a resumed sweep keeps the ones it started with.
+            self.client.update_run(resume_run_id, status="RUNNING")
+            self._log(resume_run_id, tags={str(k): str(v) for k, v in tags.items()})
+            return resume_run_id
+        run = self.client.create_run(
+            self.experiment_id,
+            tags={**{str(k): str(v) for k, v in tags.items()}, "mentee.kind": "sweep"},
+            run_name=name,
+        )
+        self._log(run.info.run_id, params={str(k): str(v) for k, v in params.items()})
+        return run.info.run_id
+
+    def log_member(
+        self,
+        parent_run_id: str,
+        result: MemberResult,
+        *,
+        tags: Mapping[str, Any],
+        member_id: str,
+        artifact_dir: Path | None = None,
+    ) -> str:
+        """One finished child run for one member; `artifact_dir`'s files are attached too."""
+        config = result.config
+        run = self.client.create_run(
+            self.experiment_id,
+            tags={"mlflow.parentRunId": parent_run_id, "mentee.kind": "mentee"},
+            run_name=_run_name(config),
+        )
+        run_id = run.info.run_id
+        try:
+            now = int(time.time() * 1000)
+            scalars = {
+                "val_acc": result.val_acc,
+                "test_acc": result.test_acc,
+                **result.cost,
+                "train_seconds": result.train_seconds,
+                "epochs_run": result.epochs_run,
+            }
+            metrics = [Metric(k, float(v), now, 0) for k, v in scalars.items()]
+            for name, values in result.curves.items():
+                metrics += [Metric(f"curve.{name}", float(v), now, step) for step, v in enumerate(values)]
+            # NaN (a failed member's accuracy, a diverged loss) is left out: it reads back as
+            # NaN anyway and does not survive every store's JSON.
+            metrics = [m for m in metrics if not math.isnan(m.value)]
+            run_tags = {
+                **{str(k): str(v) for k, v in tags.items()},
+                "mentee.kind": "mentee",
+                "mentee.member_id": member_id,
+                "mentee.status": result.status,
+                "mentee.arch_key": config.arch.key(),
+                "mentee.family": config.arch.family,
+                "mentee.mapping": mapping_string(config),
+                "mentee.seed": str(config.train.seed),
+            }
+            if result.error:
+                run_tags["mentee.error"] = result.error
+            self._log(run_id, metrics, _member_params(config), run_tags)
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+                if result.state_dict is not None:
+                    weights = {
+                        k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in result.state_dict.items()
+                    }
+                    torch.save(weights, Path(tmp) / "mentee.pt")
+                    (Path(tmp) / "arch.json").write_text(
+                        json.dumps(dataclasses.asdict(config.arch), indent=1)
+                    )
+                self.client.log_artifacts(run_id, tmp)
+            if artifact_dir is not None:
+                self.client.log_artifacts(run_id, str(artifact_dir))
+        except BaseException:
+            # A half-logged run must not look alive (or finished) to resume or the front.
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, _RUN_STATUS.get(result.status, "FAILED"))
+        return run_id
+
+    def finish_sweep(
+        self, parent_run_id: str, status: str = "FINISHED", metrics: Mapping[str, float] | None = None
+    ) -> None:
+        now = int(time.time() * 1000)
+        self._log(parent_run_id, [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()])
+        self.client.set_terminated(parent_run_id, RunStatus.to_string(RunStatus.from_string(status)))
+
+    def existing_member_ids(self, parent_run_id: str) -> set[str]:
+        """`mentee.member_id` of every child already logged under the parent (resume skips them)."""
+        found = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+        runs = _search(self.client, [self.experiment_id], found)
+        return {r.data.tags["mentee.member_id"] for r in runs if "mentee.member_id" in r.data.tags}
+
+    def find_sweep(self, experiment: str | None = None) -> str | None:
+        """Latest sweep of the experiment that did not finish (RUNNING, FAILED or KILLED), if any."""
+        exp = self.client.get_experiment_by_name(experiment or self.experiment)
+        if exp is None:
+            return None
+        runs = _search(
+            self.client,
+            [exp.experiment_id],
+            "tags.`mentee.kind` = 'sweep'",
+            order_by=["attributes.start_time DESC"],
+        )
+        # A status filter in the query would be neater, but IN on attributes is not in every store.
+        return next((r.info.run_id for r in runs if r.info.status in ("RUNNING", "FAILED", "KILLED")), None)
+
+
+def _row(run: Any) -> dict[str, Any]:
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    nan = float("nan")
+    return {
+        "run_id": run.info.run_id,
+        "parent_run_id": tags.get("mlflow.parentRunId"),
+        "experiment_id": run.info.experiment_id,
+        "member_id": tags.get("mentee.member_id"),
+        "status": tags.get("mentee.status"),
+        "arch_key": tags.get("mentee.arch_key"),
+        "independent": params.get("independent") == "True",
+        "family": tags.get("mentee.family"),
+        "widths": params.get("arch.widths"),
+        "mapping": tags.get("mentee.mapping"),
+        "seed": int(tags.get("mentee.seed", 0)),
+        **{
+            k: metrics.get(k, nan)
+            for k in ("val_acc", "test_acc", *_COST_KEYS, "train_seconds", "epochs_run")
+        },
+        "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
+    }
+
+
+def load_runs(
+    uri: str | None, experiment: str | None = None, parent_run_id: str | None = None
+) -> pd.DataFrame:
+    """One row per mentee run (columns `RUN_COLUMNS`); `widths` reads like `8x8`, `status` is
+    the word (finished / pruned / failed). Without filters: every mentee run in the store."""
+    client = _client(uri, must_exist=True)
+    if parent_run_id is not None:
+        ids = [_get_run(client, parent_run_id).info.experiment_id]
+    elif experiment is not None:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            names = sorted(e.name for e in client.search_experiments())
+            raise UserError(
+                f"MLflow experiment {experiment!r} not found in {client.tracking_uri}; have {names}"
+            )
+        ids = [exp.experiment_id]
+    else:
+        ids = [e.experiment_id for e in client.search_experiments(max_results=50_000)]
+    query = "tags.`mentee.kind` = 'mentee'"
+    if parent_run_id is not None:
+        query += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    rows = (
+        [_row(r) for r in _search(client, ids, query, order_by=["attributes.start_time ASC"])] if ids else []
+    )
+    return pd.DataFrame(rows, columns=list(RUN_COLUMNS)).astype(RUN_COLUMNS)
+
+
+def load_member(uri: str | None, run_id: str) -> tuple[MemberConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """The config, CPU weights and data shape (`input_shape`, `num_classes`) a mentee run logged."""
+    client = _client(uri, must_exist=True)
+    run = _get_run(client, run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            config_path = client.download_artifacts(run_id, "config.json", tmp)
+            weights_path = client.download_artifacts(run_id, "mentee.pt", tmp)
+        except (MlflowException, OSError) as e:
+            status = run.data.tags.get("mentee.status", "?")
+            raise UserError(
+                f"MLflow run {run_id!r} (status {status}) has no config.json/mentee.pt artifacts"
+            ) from e
+        config = MemberConfig.from_dict(json.loads(Path(config_path).read_text()))
+        weights = torch.load(weights_path, map_location="cpu", weights_only=True)
+    tags = run.data.tags
+    if "mentee.input_shape" not in tags:
+        raise UserError(f"MLflow run {run_id!r} does not record its input shape (tag mentee.input_shape)")
+    meta = {"input_shape": tuple(json.loads(tags["mentee.input_shape"])), "num_classes": int(tags["mentee.num_classes"])}
+    return config, weights, meta
+
+
+def ui_command(uri: str | None, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """argv for `mlflow ui` on this store; a relative sqlite path is made absolute so it runs from any cwd."""
+    uri = resolve_uri(uri)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(unquote(uri[len("sqlite:///") :])).resolve())
+    return ["mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
