@@ -213,4 +213,7 @@ def print_front(df: pd.DataFrame, title: str, columns: Sequence[str] | None = No
         t.add_column(c, justify="right" if numeric else "left")
     for r in df[cols].itertuples(index=False, name=None):
         t.add_row(*[_cell(c, v) for c, v in zip(cols, r, strict=True)])
-    Console().print(t)
+    con = Console()
+    if not con.is_terminal:  # pipes and logs: don't squash the run ids into "a6f…"
+        con = Console(width=220)
+    con.print(t)

@@ -460,8 +460,10 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # results go to MLflow, not CSV/TB files
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # trial errors still reach the driver (Ray re-raises them); worker chatter does not
     ray.init(address=address or os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, include_dashboard=False,
-             logging_level=logging.WARNING, log_to_driver=True)
+             logging_level=logging.WARNING, log_to_driver=False)
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)  # results live in MLflow, not result.json
     plan = plan_sweep(space, where=where, gpus=ray.cluster_resources().get("GPU", 0.0))
 
     dev = pick_device(None)
@@ -499,7 +501,9 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=_searcher(driver), num_samples=-1,
-                                    max_concurrent_trials=plan.concurrency, reuse_actors=True),
+                                    max_concurrent_trials=plan.concurrency, reuse_actors=True,
+                                    trial_dirname_creator=lambda t: f"cohort-{t.trial_id}",
+                                    trial_name_creator=lambda t: f"cohort-{t.trial_id}"),
         run_config=tune.RunConfig(name=f"{experiment}-{parent[:8]}-{int(time.time())}",
                                   storage_path=storage or str(work / "ray"), verbose=0,
                                   callbacks=[_tuner_callback(driver)]),
