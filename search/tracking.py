@@ -17,7 +17,7 @@ Usage::
     tracker.finish_sweep(parent, metrics={"members": 64})
 
     runs = load_runs("mlflow.db", "mnist1d")                   # one row per mentee
-    config, weights = load_member("mlflow.db", runs.run_id[0])
+    config, weights, meta = load_member("mlflow.db", runs.run_id[0])
     subprocess.run(ui_command("mlflow.db"))
 """
 
@@ -33,6 +33,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in CLI output
 
 import pandas as pd
 import torch
