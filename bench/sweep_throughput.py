@@ -133,7 +133,7 @@ def run_cohort(space, configs, uri: str) -> dict:
     df = load_runs(uri, parent_run_id=s.parent_run_id)
     rows = [{"idx": int(r.member_id.split("-")[1]), "val_acc": r.val_acc, "params": r.params}
             for r in df.itertuples() if r.status == "finished"]
-    return {"wall_s": s.seconds, "rows": rows, "trials": s.trials}
+    return {"wall_s": s.seconds, "rows": rows, "trials": s.trials, "phases": s.phases}
 
 
 # --------------------------------------------------------------- step throughput
@@ -220,6 +220,8 @@ def main() -> None:
             r["hypervolume"] = hv(r["rows"], ref)
             print(f"{k:<8} {r['wall_s']:>8.1f} {r['samples_per_s_per_gpu']:>22,.0f} {r['hypervolume']:>12.4f} "
                   f"{len(r['rows']):>9}")
+            if "phases" in r:
+                print("         " + ", ".join(f"{p} {v:.1f} s" for p, v in r["phases"].items()))
     if "plain" in res and "cohort" in res:
         res["speedup"] = res["plain"]["wall_s"] / res["cohort"]["wall_s"]
         res["hv_rel_diff"] = abs(res["cohort"]["hypervolume"] / res["plain"]["hypervolume"] - 1)

@@ -125,9 +125,19 @@ def build_member(arch: ArchConfig, cfg: MemberConfig, input_shape: Sequence[int]
     Initialised from the global RNG: seed it first."""
     net = create_mentee(arch, input_shape, num_classes)
     hints = cfg.active_hints()
-    src = tap_shapes(net, [h.student for h in hints], input_shape)
+    src = _tap_shapes(net, arch, tuple(h.student for h in hints), tuple(input_shape))
     proj = [Projection(s, mentor_shapes[h.teacher]) for s, h in zip(src, hints)]
     return MenteeWithHints(net, [h.student for h in hints], proj)
+
+
+_SHAPES: dict[tuple, list[tuple[int, ...]]] = {}
+
+
+def _tap_shapes(net: nn.Module, arch: ArchConfig, taps: tuple[str, ...], shape: tuple[int, ...]):
+    key = (arch, taps, shape)
+    if key not in _SHAPES:  # a forward pass per member adds up in cohorts of hundreds
+        _SHAPES[key] = tap_shapes(net, taps, shape)
+    return _SHAPES[key]
 
 
 def member_loss(logits: torch.Tensor, preds: Sequence[torch.Tensor], y: torch.Tensor,
@@ -222,12 +232,16 @@ class FusedGroup:
         self.gens = [torch.Generator().manual_seed(c.train.seed) for c in cfgs]
         self.step_count = 0
         self.seconds = 0.0
-        self.factor, self.bc1, self.bc2 = (torch.ones((), **f32) for _ in range(3))
-        self.ids: torch.Tensor | None = None
-        self.loss_sum: torch.Tensor | None = None
+        # step state that lives on the device (see `_step`)
+        self.t = torch.zeros((), dtype=torch.long, device=device)  # optimiser steps taken
+        self.pos = torch.zeros((), dtype=torch.long, device=device)  # first sample of the batch in `order`
+        self.sched: torch.Tensor | None = None  # lr factor per step
+        self.order: torch.Tensor | None = None  # [K, N] this epoch's sample order per member
+        self.loss_sum = torch.zeros(len(cfgs), device=device)
+        self.bs = cfgs[0].train.batch_size
         self.use_graph = use_graph and device.type == "cuda"
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.eager_steps = 0
+        self.eager_epochs = 0
 
     def _pad(self, real: nn.Module, template: nn.Module, slots: list[int]) -> nn.Module:
         """`template`-shaped copy of `real`: real values in the leading slice, zeros elsewhere.
@@ -281,7 +295,8 @@ class FusedGroup:
         self.idx = [self.idx[r] for r in rows]
         self.cfgs = [self.cfgs[r] for r in rows]
         self.gens = [self.gens[r] for r in rows]
-        self.graph, self.eager_steps, self.ids, self.loss_sum = None, 0, None, None  # shapes changed: capture anew
+        self.order, self.loss_sum = None, self.loss_sum.index_select(0, sel)
+        self.graph, self.eager_epochs = None, 0  # shapes changed: warm up and capture anew
 
     # -- one epoch ------------------------------------------------------------
     def _loss(self, params, buffers, x, y, t_logits, t_feats, w):
@@ -290,9 +305,11 @@ class FusedGroup:
         return member_loss(logits, preds, y, t_logits if self.kd else None, targets, self.metrics, w)
 
     def _step(self) -> None:
-        """One fused step on the batch whose sample ids are in `self.ids` ([K, B]).
-        Reads and writes only tensors that live across steps, so it can be a CUDA graph."""
-        ids, s, c = self.ids, self.splits, self.cache
+        """One fused step. Everything that changes from step to step (the batch's sample
+        ids, the schedule, Adam's bias correction) is read from device tensors and advanced
+        on the device, so a sequence of steps can be captured as one CUDA graph."""
+        s, c, bs = self.splits, self.cache, self.bs
+        ids = self.order.index_select(1, self.pos + self.arange)  # [K, B] sample ids, each member its own
         x, y = s.x_train[ids], s.y_train[ids]
         t_logits = c.logits[ids] if self.kd else torch.zeros(ids.shape, device=ids.device)
         t_feats = [c.feats[t][ids] for t in self.teacher_taps]
@@ -301,76 +318,84 @@ class FusedGroup:
             loss = vloss(self.params, self.buffers, x, y, t_logits, t_feats, self.w)
         loss.sum().backward()  # members are independent: d(sum)/dθ_k = dL_k/dθ_k
         self._adamw()
-        self.loss_sum += loss.detach()
+        with torch.no_grad():
+            self.loss_sum += loss.detach()
+            self.t += 1
+            self.pos += bs
 
     def train_epoch(self, splits: Splits, cache: MentorCache | None, total_steps: int) -> torch.Tensor:
         t0 = time.perf_counter()
         cfg = self.cfgs[0].train
         n = len(splits.x_train)
-        bs = min(cfg.batch_size, n)
+        self.bs = bs = min(cfg.batch_size, n)
         dev = splits.x_train.device
         self.splits, self.cache = splits, cache
+        if self.sched is None:  # the whole schedule, so the step reads its factor on the device
+            self.sched = torch.tensor([lr_factor(cfg.schedule, i, total_steps) for i in range(total_steps)],
+                                      device=dev)
+            self.arange = torch.arange(bs, device=dev)
         # each member its own order, drawn from its own generator: the same as alone
         order = torch.stack([torch.randperm(n, generator=g) for g in self.gens]).to(dev)
-        self.base.train()
-        if self.loss_sum is None or len(self.loss_sum) != len(self.cfgs):
-            self.loss_sum = torch.zeros(len(self.cfgs), device=dev)
+        if self.order is None or self.order.shape != order.shape:
+            self.order, self.loss_sum = order, torch.zeros(len(self.cfgs), device=dev)
+        else:
+            self.order.copy_(order)
         self.loss_sum.zero_()
+        self.pos.zero_()
+        self.base.train()
         steps = n // bs  # drop the last partial batch: every step has the same shape
-        for i in range(steps):
-            self.factor.fill_(lr_factor(cfg.schedule, self.step_count, total_steps))
-            t = self.step_count + 1
-            self.bc1.fill_(1 - 0.9 ** t)
-            self.bc2.fill_(1 - 0.999 ** t)
-            batch = order[:, i * bs:(i + 1) * bs]
-            if self.ids is None or self.ids.shape != batch.shape:
-                self.ids = batch.clone()
-            else:
-                self.ids.copy_(batch)
-            self._run_step()
-            self.step_count += 1
+        self._run_epoch(steps)
+        self.step_count += steps
         self.seconds += time.perf_counter() - t0
         return self.loss_sum / steps
 
-    def _run_step(self) -> None:
-        """Eager on the CPU; on CUDA, a few eager steps, then the step captured once as a
-        CUDA graph and replayed: a tiny mentee's step is all launch overhead otherwise."""
-        if not (self.use_graph and self.ids.is_cuda):
-            self._zero_grad()
-            return self._step()
-        if self.graph is None and self.eager_steps >= 3:
-            self._zero_grad()  # backward inside the capture then writes grads, never accumulates
+    def _run_epoch(self, steps: int) -> None:
+        """Eager on the CPU. On CUDA the first epoch runs eagerly (on a side stream, as
+        capture requires), then the whole epoch, every step of it, is captured once as a
+        CUDA graph and replayed: a tiny mentee's step is otherwise all launch overhead."""
+        cuda = self.order.is_cuda
+        if not (self.use_graph and cuda):
+            for _ in range(steps):
+                self._zero_grad()
+                self._step()
+            return
+        if self.graph is None and self.eager_epochs >= 1:
+            self.graph = torch.cuda.CUDAGraph()
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.stream(side), torch.cuda.graph(self.graph, stream=side):
-                self._step()
+                for _ in range(steps):
+                    self._zero_grad()  # each captured backward then writes fresh grads
+                    self._step()
             torch.cuda.current_stream().wait_stream(side)
         if self.graph is not None:
             self.graph.replay()
             return
-        side = torch.cuda.Stream()  # warm-up steps run on a side stream, as capture requires
+        side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        self._zero_grad()
         with torch.cuda.stream(side):
-            self._step()
+            for _ in range(steps):
+                self._zero_grad()
+                self._step()
         torch.cuda.current_stream().wait_stream(side)
-        self.eager_steps += 1
+        self.eager_epochs += 1
 
     @torch.no_grad()
     def _adamw(self, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> None:
-        """AdamW with per-member learning rate and weight decay (decay on weights only).
-        Step-dependent scalars are device tensors so that a captured graph stays valid."""
+        """AdamW with per-member learning rate and weight decay (decay on weights only)."""
+        tf = (self.t + 1).float()
+        bc1, bc2 = 1 - b1 ** tf, 1 - b2 ** tf
+        factor = self.sched[self.t]
         for k, p in self.params.items():
             g = p.grad
             view = (-1,) + (1,) * (p.dim() - 1)
-            lr = (self.lr * self.factor).view(view)
+            lr = (self.lr * factor).view(view)
             if p.dim() > 2:  # stacked matrices and kernels; biases, BN and scalars are not decayed
                 p.mul_(1 - lr * self.wd.view(view))
             m, v = self.m[k], self.v[k]
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.sub_(lr / self.bc1 * m / (v / self.bc2).sqrt_().add_(eps))
+            p.sub_(lr / bc1 * m / (v / bc2).sqrt_().add_(eps))
 
     def _zero_grad(self) -> None:
         for p in self.params.values():
@@ -447,24 +472,33 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
     for i, c in enumerate(cfgs):
         by_key.setdefault(group_key(c) if fuse else (i,), []).append(i)
     groups = [FusedGroup(ix, [cfgs[i] for i in ix], splits, mentor_shapes, dev, use_graph) for ix in by_key.values()]
-    curves: list[dict[str, list[float]]] = [{"train_loss": [], "val_acc": [], "test_acc": []} for _ in cfgs]
+    curves: list[dict[str, list[float]]] = [{"train_loss": [], "val_acc": []} for _ in cfgs]
+    test_acc = [float("nan")] * len(cfgs)
     status = ["finished"] * len(cfgs)
     errors: list[str | None] = [None] * len(cfgs)
-    real_params = [_real_params(c, splits) for c in cfgs]
+    real_params = [_cost(c.arch, splits)["params"] for c in cfgs]
     epochs = max(c.train.epochs for c in cfgs)
-    steps_per_epoch = {id(g): math.ceil(len(splits.x_train) / g.cfgs[0].train.batch_size) for g in groups}
+    steps_per_epoch = {id(g): max(1, len(splits.x_train) // g.cfgs[0].train.batch_size) for g in groups}
     for e in range(epochs):
-        for g in list(groups):
-            if e >= g.cfgs[0].train.epochs:
+        # launch every group's epoch and evaluation first, read the numbers after: the GPU
+        # works through the queue while Python moves on to the next group
+        launched = []
+        for g in groups:
+            ep = g.cfgs[0].train.epochs
+            if e >= ep:
                 continue
-            loss = g.train_epoch(splits, cache, steps_per_epoch[id(g)] * g.cfgs[0].train.epochs).cpu()
-            val = g.accuracy(splits.x_val, splits.y_val).cpu()
-            test = g.accuracy(splits.x_test, splits.y_test).cpu()
+            loss = g.train_epoch(splits, cache, steps_per_epoch[id(g)] * ep)
+            val = g.accuracy(splits.x_val, splits.y_val)
+            test = g.accuracy(splits.x_test, splits.y_test) if e + 1 == ep else None  # test once, at the end
+            launched.append((g, loss, val, test))
+        for g, loss, val, test in launched:
+            loss, val = loss.cpu(), val.cpu()
             alive = []
             for r, i in enumerate(g.idx):
                 curves[i]["train_loss"].append(float(loss[r]))
                 curves[i]["val_acc"].append(float(val[r]))
-                curves[i]["test_acc"].append(float(test[r]))
+                if test is not None:
+                    test_acc[i] = float(test[r])
                 if not math.isfinite(float(loss[r])):
                     status[i], errors[i] = "failed", f"loss became {float(loss[r])} in epoch {e + 1}"
                 else:
@@ -487,31 +521,35 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
                         g.keep(rows) if rows else groups.remove(g)
         if on_epoch is not None:
             on_epoch(e + 1, epochs)
-    return _results(cfgs, groups, splits, curves, status, errors, mentor_shapes, keep_weights)
+    return _results(cfgs, groups, splits, curves, test_acc, status, errors, keep_weights)
 
 
-def _real_params(cfg: MemberConfig, splits: Splits) -> int:
-    net = create_mentee(cfg.arch, splits.input_shape, splits.num_classes)
-    return sum(p.numel() for p in net.parameters())
+_COSTS: dict[tuple, dict[str, float]] = {}
 
 
-def _results(cfgs, groups, splits, curves, status, errors, mentor_shapes, keep_weights) -> list[MemberResult]:
+def _cost(arch: ArchConfig, splits: Splits) -> dict[str, float]:
+    """Cost of an architecture, measured once per process (MAC counting runs a forward)."""
+    key = (arch, tuple(splits.input_shape), splits.num_classes)
+    if key not in _COSTS:
+        _COSTS[key] = model_cost(create_mentee(arch, splits.input_shape, splits.num_classes), splits.input_shape)
+    return dict(_COSTS[key])
+
+
+def _results(cfgs, groups, splits, curves, test_acc, status, errors, keep_weights) -> list[MemberResult]:
     where = {i: (g, r) for g in groups for r, i in enumerate(g.idx)}
     seconds = {i: g.seconds for g in groups for i in g.idx}
     out = []
     for i, c in enumerate(cfgs):
-        real = create_mentee(c.arch, splits.input_shape, splits.num_classes)
         state = None
-        if i in where:
+        if i in where and keep_weights:
             g, r = where[i]
-            state = g.crop(r, real)
-            real.load_state_dict(state)
+            state = g.crop(r, create_mentee(c.arch, splits.input_shape, splits.num_classes))
         cv = curves[i]
         out.append(MemberResult(
             config=c, status=status[i],
             val_acc=cv["val_acc"][-1] if cv["val_acc"] else float("nan"),
-            test_acc=cv["test_acc"][-1] if cv["test_acc"] else float("nan"),
+            test_acc=test_acc[i] if status[i] == "finished" else float("nan"),
             epochs_run=len(cv["val_acc"]), curves=cv,
-            cost=model_cost(real, splits.input_shape), train_seconds=seconds.get(i, 0.0),
-            state_dict=state if keep_weights else None, error=errors[i]))
+            cost=_cost(c.arch, splits), train_seconds=seconds.get(i, 0.0),
+            state_dict=state, error=errors[i]))
     return out

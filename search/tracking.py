@@ -221,15 +221,17 @@ class SweepTracker:
         params: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        # log_batch takes at most 1000 metrics and 100 params/tags per call.
+        # As few log_batch calls as MLflow's limits allow (1000 entities, of which at most
+        # 100 params and 100 tags): each call is a database transaction.
         ps = [Param(k, str(v)[:MAX_PARAM_VAL_LENGTH]) for k, v in (params or {}).items()]
         ts = [RunTag(k, str(v)[:MAX_TAG_VAL_LENGTH]) for k, v in (tags or {}).items()]
-        for chunk in _chunks(list(metrics), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=chunk)
-        for chunk in _chunks(ps, MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(run_id, params=chunk)
-        for chunk in _chunks(ts, MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(run_id, tags=chunk)
+        ms = list(metrics)
+        while ps or ts or ms:
+            p, ps = ps[:MAX_PARAMS_TAGS_PER_BATCH], ps[MAX_PARAMS_TAGS_PER_BATCH:]
+            t, ts = ts[:MAX_PARAMS_TAGS_PER_BATCH], ts[MAX_PARAMS_TAGS_PER_BATCH:]
+            room = MAX_METRICS_PER_BATCH - len(p) - len(t)
+            m, ms = ms[:room], ms[room:]
+            self.client.log_batch(run_id, metrics=m, params=p, tags=t)
 
     def start_sweep(
         self,

@@ -26,7 +26,9 @@ import json
 import logging
 import math
 import os
+import queue
 import tempfile
+import threading
 import time
 import uuid
 from collections import deque
@@ -177,6 +179,7 @@ class SweepSummary:
     trials: int = 0
     seconds: float = 0.0
     mentee_samples: float = 0.0  # samples × epochs over all members: the throughput numerator
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: ray, data+mentor, fit, drain
 
 
 @dataclass
@@ -202,11 +205,17 @@ class _Driver:
     planned: int = 0
     progress: Any = None
     n_train: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the study: asks here, tells on the writer
+    writer: "_Writer" = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.writer = _Writer(self.write)
 
     def _ask(self) -> None:
-        trial = self.study.ask()
-        cfg = suggest_member(trial, self.space)
-        trial.set_user_attr("config", cfg.to_dict())
+        with self.lock:
+            trial = self.study.ask()
+            cfg = suggest_member(trial, self.space)
+            trial.set_user_attr("config", cfg.to_dict())
         self.planned += 1
         self.pending.append(_Work(str(trial.number), cfg, trial.number))
         self._twin_of(cfg)
@@ -230,34 +239,36 @@ class _Driver:
                 "optuna": [w.optuna_number for w in work]}
 
     def record(self, config: dict, result: dict, ckpt_dir: str | None) -> None:
+        """A cohort finished: queue each member for the writer (weights read now, while the
+        checkpoint directory is certain to exist)."""
         self.summary.trials += 1
         for mid, cd, num, rd in zip(config["member_ids"], config["members"], config["optuna"], result["members"]):
-            cfg = MemberConfig.from_dict(cd)
             path = Path(ckpt_dir) / f"{mid}.pt" if ckpt_dir else None
             state = torch.load(path, weights_only=True) if path is not None and path.exists() else None
-            res = _result_from_dict(cfg, rd, state)
-            self.tracker.log_member(self.parent_run_id, res, tags={**self.tags, "mentee.twin": str(mid.startswith("twin-"))},
-                                    member_id=mid)
-            if num is not None:
-                self._tell(num, res.status, res.val_acc, res.cost)
-            self._count(res.status, res.epochs_run * self.n_train)
+            self.writer.put((mid, num, _result_from_dict(MemberConfig.from_dict(cd), rd, state)))
 
     def fail(self, config: dict, error: str) -> None:
         self.summary.trials += 1
         for mid, cd, num in zip(config["member_ids"], config["members"], config["optuna"]):
-            res = MemberResult(config=MemberConfig.from_dict(cd), status="failed", error=error[:500])
-            self.tracker.log_member(self.parent_run_id, res, tags={**self.tags, "mentee.twin": str(mid.startswith("twin-"))},
-                                    member_id=mid)
-            if num is not None:
-                self._tell(num, "failed", math.nan, {})
-            self._count("failed", 0)
+            self.writer.put((mid, num, MemberResult(config=MemberConfig.from_dict(cd), status="failed",
+                                                    error=error[:500])))
+
+    def write(self, mid: str, num: int | None, res: MemberResult) -> None:
+        """MLflow first, then Optuna: a member told to Optuna is always in MLflow, which is
+        what resume relies on. Runs on the writer thread, so training never waits for it."""
+        self.tracker.log_member(self.parent_run_id, res, tags={**self.tags, "mentee.twin": str(mid.startswith("twin-"))},
+                                member_id=mid)
+        if num is not None:
+            self._tell(num, res.status, res.val_acc, res.cost)
+        self._count(res.status, res.epochs_run * self.n_train)
 
     def _tell(self, number: int, status: str, val_acc: float, cost: dict) -> None:
-        if status == "finished":
-            self.study.tell(number, [val_acc] + [cost[o] for o in self.space.objectives])
-        else:  # a pruned member must never look finished to the sampler's front
-            state = optuna.trial.TrialState.PRUNED if status == "pruned" else optuna.trial.TrialState.FAIL
-            self.study.tell(number, state=state)
+        with self.lock:
+            if status == "finished":
+                self.study.tell(number, [val_acc] + [cost[o] for o in self.space.objectives])
+            else:  # a pruned member must never look finished to the sampler's front
+                state = optuna.trial.TrialState.PRUNED if status == "pruned" else optuna.trial.TrialState.FAIL
+                self.study.tell(number, state=state)
 
     def _count(self, status: str, samples: float) -> None:
         s = self.summary
@@ -268,22 +279,59 @@ class _Driver:
             self.progress.advance(1, f"{s.finished} finished, {s.pruned} pruned, {s.failed} failed")
 
 
+class _Writer:
+    """One background thread that does the driver's slow writes in order (MLflow on sqlite
+    costs ~30 ms a run); `close` waits for the queue and re-raises a failed write."""
+
+    def __init__(self, fn):
+        self.fn, self.q, self.error = fn, queue.Queue(), None
+        self.thread = threading.Thread(target=self._loop, name="mentee-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, item: tuple) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(item)
+
+    def _loop(self) -> None:
+        while (item := self.q.get()) is not None:
+            if self.error is None:
+                try:
+                    self.fn(*item)
+                except BaseException as e:  # noqa: BLE001 - handed to the driver thread in close()
+                    self.error = e
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def _tuner_callback(driver: _Driver):
     from ray import tune
 
     class Recorder(tune.Callback):
+        """Hands each finished cohort (metrics and checkpointed weights) to the driver."""
+
+        def __init__(self, driver: _Driver):
+            self.driver = driver
+
+        def __getstate__(self) -> dict:  # Ray pickles callbacks into its experiment state;
+            return {}  # ours live in Optuna and MLflow, and the lock and thread can't be pickled
+
         def on_trial_complete(self, iteration, trials, trial, **info):
             ckpt = trial.checkpoint
             if ckpt is None:
-                driver.record(trial.config, trial.last_result, None)
+                self.driver.record(trial.config, trial.last_result, None)
                 return
             with ckpt.as_directory() as d:
-                driver.record(trial.config, trial.last_result, d)
+                self.driver.record(trial.config, trial.last_result, d)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            driver.fail(trial.config, str(getattr(trial, "error_msg", None) or "trial raised an error"))
+            self.driver.fail(trial.config, str(getattr(trial, "error_msg", None) or "trial raised an error"))
 
-    return Recorder()
+    return Recorder(driver)
 
 
 def _searcher(driver: _Driver):
@@ -292,14 +340,21 @@ def _searcher(driver: _Driver):
     class CohortSearcher(Searcher):
         """Each Ray trial's config is a whole cohort, asked from Optuna in one batch."""
 
+        def __init__(self, driver: _Driver):
+            super().__init__()
+            self.driver = driver
+
+        def __getstate__(self) -> dict:
+            return {k: v for k, v in self.__dict__.items() if k != "driver"}
+
         def suggest(self, trial_id: str) -> dict | None:
-            cohort = driver.next_cohort()
+            cohort = self.driver.next_cohort()
             return cohort if cohort is not None else Searcher.FINISHED
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             pass  # the Recorder callback tells Optuna: it also has the checkpoint with the weights
 
-    return CohortSearcher()
+    return CohortSearcher(driver)
 
 
 # ------------------------------------------------------------------ plan & run
@@ -465,6 +520,7 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
              logging_level=logging.WARNING, log_to_driver=False)
     logging.getLogger("ray.tune").setLevel(logging.ERROR)  # results live in MLflow, not result.json
     plan = plan_sweep(space, where=where, gpus=ray.cluster_resources().get("GPU", 0.0))
+    t_ray = time.perf_counter()
 
     dev = pick_device(None)
     splits = plan.splits.to(dev)
@@ -479,8 +535,8 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     shash = space_hash(space)
     if parent is None:
         parent = tracker.start_sweep(experiment, params=_flat(space.model_dump()), tags={"mentee.space_hash": shash})
-    storage_url = f"sqlite:///{work / 'optuna.db'}"
-    study = optuna.create_study(study_name=f"{experiment}-{parent}", storage=storage_url, load_if_exists=resume,
+    study = optuna.create_study(study_name=f"{experiment}-{parent}", storage=_optuna_storage(work),
+                                load_if_exists=resume,
                                 directions=["maximize"] + ["minimize"] * len(space.objectives),
                                 sampler=_sampler(space))
     summary = SweepSummary(experiment, parent, tracker.uri, planned=space.budget.mentees)
@@ -509,13 +565,30 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
                                   callbacks=[_tuner_callback(driver)]),
     )
     total = max(driver.planned, space.budget.mentees) - summary.recorded
+    t_fit = time.perf_counter()
     with Progress(total, f"sweep {experiment}", enabled=show_progress) as bar:
         driver.progress = bar
-        tuner.fit()
+        try:
+            tuner.fit()
+            t_drain = time.perf_counter()
+        finally:
+            driver.writer.close()  # everything trained is in MLflow before we return (or die)
     summary.seconds = time.perf_counter() - t0
+    summary.phases = {"ray_init": t_ray - t0, "data_mentor_cache": t_fit - t_ray, "fit": t_drain - t_fit,
+                      "mlflow_drain": time.perf_counter() - t_drain}
     tracker.finish_sweep(parent, metrics={"wall_seconds": summary.seconds, "finished": summary.finished,
                                           "pruned": summary.pruned, "failed": summary.failed})
     return summary
+
+
+def _optuna_storage(work: Path) -> optuna.storages.BaseStorage:
+    """Optuna's journal file: every ask and tell appended and flushed (resume reads it back),
+    ~1 ms an operation where sqlite takes 10–40 ms. `optuna-dashboard <file>` shows it live."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return JournalStorage(JournalFileBackend(str(work / "optuna.journal")))
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
