@@ -385,7 +385,7 @@ class FusedGroup:
         """AdamW with per-member learning rate and weight decay (decay on weights only)."""
         tf = (self.t + 1).float()
         bc1, bc2 = 1 - b1 ** tf, 1 - b2 ** tf
-        factor = self.sched[self.t]
+        factor = self.sched.index_select(0, self.t.view(1))  # not sched[t]: that would read t on the host
         for k, p in self.params.items():
             g = p.grad
             view = (-1,) + (1,) * (p.dim() - 1)
