@@ -133,12 +133,13 @@ def run_cohort(space, configs, uri: str) -> dict:
     df = load_runs(uri, parent_run_id=s.parent_run_id)
     rows = [{"idx": int(r.member_id.split("-")[1]), "val_acc": r.val_acc, "params": r.params}
             for r in df.itertuples() if r.status == "finished"]
-    return {"wall_s": s.seconds, "rows": rows, "trials": s.trials, "phases": s.phases}
+    return {"wall_s": s.seconds, "rows": rows, "trials": s.trials, "phases": s.phases,
+            "trial_timings": s.trial_timings}
 
 
 # --------------------------------------------------------------- step throughput
 
-def step_throughput(splits, cache, shapes, ks=(1, 8, 32, 64, 128), epochs: int = 3) -> list[dict]:
+def step_throughput(splits, cache, shapes, ks=(1, 8, 32, 64, 128), epochs: int = 20) -> list[dict]:
     """Samples/s of training steps alone (no Ray, no MLflow): 1 mentee vs K fused."""
     out = []
     for k in ks:
@@ -222,6 +223,8 @@ def main() -> None:
                   f"{len(r['rows']):>9}")
             if "phases" in r:
                 print("         " + ", ".join(f"{p} {v:.1f} s" for p, v in r["phases"].items()))
+                for t in r["trial_timings"]:
+                    print("         trial: " + ", ".join(f"{p} {v:.1f} s" for p, v in t.items()))
     if "plain" in res and "cohort" in res:
         res["speedup"] = res["plain"]["wall_s"] / res["cohort"]["wall_s"]
         res["hv_rel_diff"] = abs(res["cohort"]["hypervolume"] / res["plain"]["hypervolume"] - 1)

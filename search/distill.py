@@ -448,7 +448,7 @@ def _pareto_rank(acc: list[float], params: list[int]) -> list[int]:
 def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorCache | None = None,
                  mentor_shapes: dict[str, tuple[int, ...]] | None = None,
                  rungs: Sequence[int] = (), eta: int = 3, keep_weights: bool = True, use_graph: bool = True,
-                 fuse: bool = True,
+                 fuse: bool = True, timing: dict[str, float] | None = None,
                  on_epoch: Callable[[int, int], None] | None = None) -> list[MemberResult]:
     """Train every member of a cohort; return one `MemberResult` per config, in order.
 
@@ -465,13 +465,17 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
     if missing:
         raise ValueError(f"mentor cache lacks taps {sorted(missing)}")
     dev = splits.x_train.device
+    if cache is not None and cache.logits.device != dev:
+        cache = cache.to(dev)
     if dev.type == "cpu":
         # Adam's second moments of tiny gradients go denormal; the CPU then runs them ~100× slower
         torch.set_flush_denormal(True)
     by_key: dict[tuple, list[int]] = {}
     for i, c in enumerate(cfgs):
         by_key.setdefault(group_key(c) if fuse else (i,), []).append(i)
+    t0 = time.perf_counter()
     groups = [FusedGroup(ix, [cfgs[i] for i in ix], splits, mentor_shapes, dev, use_graph) for ix in by_key.values()]
+    t1 = time.perf_counter()
     curves: list[dict[str, list[float]]] = [{"train_loss": [], "val_acc": []} for _ in cfgs]
     test_acc = [float("nan")] * len(cfgs)
     status = ["finished"] * len(cfgs)
@@ -521,7 +525,11 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
                         g.keep(rows) if rows else groups.remove(g)
         if on_epoch is not None:
             on_epoch(e + 1, epochs)
-    return _results(cfgs, groups, splits, curves, test_acc, status, errors, keep_weights)
+    t2 = time.perf_counter()
+    out = _results(cfgs, groups, splits, curves, test_acc, status, errors, keep_weights)
+    if timing is not None:  # where a cohort's seconds go, for benchmarks
+        timing.update(groups=len(by_key), build=t1 - t0, epochs=t2 - t1, results=time.perf_counter() - t2)
+    return out
 
 
 _COSTS: dict[tuple, dict[str, float]] = {}

@@ -52,6 +52,7 @@ from search.tracking import SweepTracker, load_runs
 __all__ = ["run_sweep", "plan_sweep", "suggest_member", "SweepSummary", "cohort_trainable"]
 
 log = logging.getLogger(__name__)
+_PROCESS_START = time.time()  # how long a trial process took to become ready is part of the bill
 
 
 # ------------------------------------------------------------------ sampling
@@ -140,17 +141,23 @@ def cohort_trainable(config: dict, payload: dict) -> None:
     """One Ray Tune trial: train the cohort, report every member, weights in the checkpoint."""
     from ray import tune
 
+    t0 = time.time()
     splits, cache = _on_device(payload)
+    t1 = time.time()
     cfgs = [MemberConfig.from_dict(d) for d in config["members"]]
+    inner: dict[str, float] = {}
     results = train_cohort(cfgs, splits, cache=cache, mentor_shapes=payload["mentor_shapes"],
-                           rungs=payload["rungs"], eta=payload["eta"])
+                           rungs=payload["rungs"], eta=payload["eta"], timing=inner)
+    t2 = time.time()
     with tempfile.TemporaryDirectory() as d:
-        for mid, r in zip(config["member_ids"], results):
-            if r.state_dict is not None:
-                torch.save(r.state_dict, Path(d) / f"{mid}.pt")
+        # one file for the cohort: a file per member costs more than the tensors in it
+        torch.save({mid: r.state_dict for mid, r in zip(config["member_ids"], results) if r.state_dict is not None},
+                   Path(d) / "weights.pt")
         members = [_result_to_dict(r) for r in results]
-        tune.report({"members": members, "finished": sum(r.status == "finished" for r in results)},
-                    checkpoint=tune.Checkpoint.from_directory(d))
+        timing = {"since_process_start": t0 - _PROCESS_START, "data_to_device": t1 - t0, "train": t2 - t1,
+                  **{f"train.{k}": v for k, v in inner.items()}, "save": time.time() - t2}
+        tune.report({"members": members, "finished": sum(r.status == "finished" for r in results),
+                     "timing": timing}, checkpoint=tune.Checkpoint.from_directory(d))
 
 
 def _result_to_dict(r: MemberResult) -> dict:
@@ -180,6 +187,7 @@ class SweepSummary:
     seconds: float = 0.0
     mentee_samples: float = 0.0  # samples × epochs over all members: the throughput numerator
     phases: dict[str, float] = field(default_factory=dict)  # seconds: ray, data+mentor, fit, drain
+    trial_timings: list[dict[str, float]] = field(default_factory=list)  # per cohort, measured in the trial
 
 
 @dataclass
@@ -242,10 +250,11 @@ class _Driver:
         """A cohort finished: queue each member for the writer (weights read now, while the
         checkpoint directory is certain to exist)."""
         self.summary.trials += 1
+        self.summary.trial_timings.append(result.get("timing", {}))
+        path = Path(ckpt_dir) / "weights.pt" if ckpt_dir else None
+        weights = torch.load(path, weights_only=True) if path is not None and path.exists() else {}
         for mid, cd, num, rd in zip(config["member_ids"], config["members"], config["optuna"], result["members"]):
-            path = Path(ckpt_dir) / f"{mid}.pt" if ckpt_dir else None
-            state = torch.load(path, weights_only=True) if path is not None and path.exists() else None
-            self.writer.put((mid, num, _result_from_dict(MemberConfig.from_dict(cd), rd, state)))
+            self.writer.put((mid, num, _result_from_dict(MemberConfig.from_dict(cd), rd, weights.get(mid))))
 
     def fail(self, config: dict, error: str) -> None:
         self.summary.trials += 1
