@@ -43,7 +43,7 @@ def make_configs(n: int, epochs: int, seed: int = 0) -> list[MemberConfig]:
     out = []
     while len(out) < n:
         depth, width, growth = rng.choice([1, 2, 3]), rng.choice([4, 8, 16, 32]), rng.choice([1, 2])
-        arch = ArchConfig("conv1d", tuple(min(128, width * growth ** i) for i in range(depth)), rng.choice([3, 5]))
+        arch = ArchConfig("conv1d", tuple(min(128, width * growth ** i) for i in range(depth)), 5)
         train = TrainConfig(epochs=epochs, batch_size=128, lr=10 ** rng.uniform(-2.5, -1.5), seed=len(out))
         hint = HintConfig(f"layer{depth}", rng.choice(["layer3", "layer4"]), "rmse", 10 ** rng.uniform(-2, 0))
         mentored = MemberConfig(arch=arch, train=train, hints=(hint,))

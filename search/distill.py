@@ -241,7 +241,7 @@ class FusedGroup:
         self.bs = cfgs[0].train.batch_size
         self.use_graph = use_graph and device.type == "cuda"
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.eager_epochs = 0
+        self.eager_steps = 0
 
     def _pad(self, real: nn.Module, template: nn.Module, slots: list[int]) -> nn.Module:
         """`template`-shaped copy of `real`: real values in the leading slice, zeros elsewhere.
@@ -296,7 +296,7 @@ class FusedGroup:
         self.cfgs = [self.cfgs[r] for r in rows]
         self.gens = [self.gens[r] for r in rows]
         self.order, self.loss_sum = None, self.loss_sum.index_select(0, sel)
-        self.graph, self.eager_epochs = None, 0  # shapes changed: warm up and capture anew
+        self.graph, self.eager_steps = None, 0  # shapes changed: warm up and capture anew
 
     # -- one epoch ------------------------------------------------------------
     def _loss(self, params, buffers, x, y, t_logits, t_feats, w):
@@ -350,35 +350,33 @@ class FusedGroup:
         return self.loss_sum / steps
 
     def _run_epoch(self, steps: int) -> None:
-        """Eager on the CPU. On CUDA the first epoch runs eagerly (on a side stream, as
-        capture requires), then the whole epoch, every step of it, is captured once as a
-        CUDA graph and replayed: a tiny mentee's step is otherwise all launch overhead."""
-        cuda = self.order.is_cuda
-        if not (self.use_graph and cuda):
+        """Eager on the CPU. On CUDA, two eager warm-up steps (on a side stream, as capture
+        requires), then one step captured as a CUDA graph and replayed for every later step:
+        a tiny mentee's step is otherwise all launch overhead. The step reads its batch and
+        schedule from device counters, so a replay needs no work from Python."""
+        if not (self.use_graph and self.order.is_cuda):
             for _ in range(steps):
                 self._zero_grad()
                 self._step()
             return
-        if self.graph is None and self.eager_epochs >= 1:
-            self.graph = torch.cuda.CUDAGraph()
+        for _ in range(steps):
+            if self.graph is not None:
+                self.graph.replay()
+                continue
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side), torch.cuda.graph(self.graph, stream=side):
-                for _ in range(steps):
-                    self._zero_grad()  # each captured backward then writes fresh grads
+            self._zero_grad()  # the captured backward then writes fresh grads, never accumulates
+            if self.eager_steps < 2:
+                with torch.cuda.stream(side):
                     self._step()
+                self.eager_steps += 1
+            else:
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.stream(side), torch.cuda.graph(self.graph, stream=side):
+                    self._step()
+                torch.cuda.current_stream().wait_stream(side)
+                self.graph.replay()  # capture records the step; this runs it
             torch.cuda.current_stream().wait_stream(side)
-        if self.graph is not None:
-            self.graph.replay()
-            return
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(steps):
-                self._zero_grad()
-                self._step()
-        torch.cuda.current_stream().wait_stream(side)
-        self.eager_epochs += 1
 
     @torch.no_grad()
     def _adamw(self, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> None:
