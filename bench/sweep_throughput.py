@@ -57,10 +57,10 @@ def plain_trainable(config, payload, configs):
     """One mentee per trial, as in Ray's tutorials: data to the device, a loop, a report per epoch."""
     from ray import tune
 
-    from search.tune import _on_device
+    from search.trial import on_device
 
     cfg = MemberConfig.from_dict(configs[config["idx"]])
-    splits, cache = _on_device(payload)
+    splits, cache = on_device(payload)
     dev = splits.x_train.device
     torch.manual_seed(cfg.train.seed)
     model = build_member(cfg.arch, cfg, splits.input_shape, splits.num_classes, payload["mentor_shapes"]).to(dev)

@@ -419,7 +419,8 @@ def load_member(uri: str | None, run_id: str) -> tuple[MemberConfig, dict[str, t
     tags = run.data.tags
     if "mentee.input_shape" not in tags:
         raise UserError(f"MLflow run {run_id!r} does not record its input shape (tag mentee.input_shape)")
-    meta = {"input_shape": tuple(json.loads(tags["mentee.input_shape"])), "num_classes": int(tags["mentee.num_classes"])}
+    meta = {"input_shape": tuple(json.loads(tags["mentee.input_shape"])),
+            "num_classes": int(tags["mentee.num_classes"])}
     return config, weights, meta
 
 

@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import queue
-import tempfile
 import threading
 import time
 import uuid
@@ -36,23 +35,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import torch
 
 from search.config import ArchConfig, HintConfig, MemberConfig, MemberResult, TrainConfig
 from search.data import Splits, load_dataset
-from search.distill import MentorCache, pick_device, train_cohort
+from search.distill import MentorCache, pick_device
 from search.errors import UserError
 from search.mentor import ensure_mentor
 from search.models import Mentor, create_mentee, tap_shapes
 from search.spaces import Range, SearchSpace, space_hash
 from search.tracking import SweepTracker, load_runs
+from search.trial import cohort_trainable
 
-__all__ = ["run_sweep", "plan_sweep", "suggest_member", "SweepSummary", "cohort_trainable"]
+__all__ = ["run_sweep", "plan_sweep", "suggest_member", "SweepSummary"]
 
 log = logging.getLogger(__name__)
-_PROCESS_START = time.time()  # how long a trial process took to become ready is part of the bill
 
 
 # ------------------------------------------------------------------ sampling
@@ -111,58 +109,6 @@ def _sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
         return optuna.samplers.NSGAIISampler(seed=seed)
     # group + multivariate: the hint weight exists only when a hint is chosen
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
-
-
-# --------------------------------------------------------------- the trial
-
-_DEVICE_DATA: dict[str, tuple[Splits, MentorCache | None]] = {}  # per trial process, kept across trials
-
-
-def _on_device(payload: dict) -> tuple[Splits, MentorCache | None]:
-    """Splits and mentor cache on this process's device, built once per process."""
-    key = payload["key"]
-    if key not in _DEVICE_DATA:
-        _DEVICE_DATA.clear()  # a new sweep in a reused process: free the old one
-        dev = pick_device(payload.get("device"))
-        s = payload["splits"]
-        t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in s["tensors"].items()}
-        splits = Splits(s["name"], t["x_train"], t["y_train"], t["x_val"], t["y_val"], t["x_test"], t["y_test"],
-                        s["num_classes"], tuple(s["input_shape"]))
-        cache = None
-        if payload["cache"] is not None:
-            c = payload["cache"]
-            cache = MentorCache(torch.from_numpy(c["logits"]).to(dev),
-                                {k: torch.from_numpy(v).to(dev) for k, v in c["feats"].items()})
-        _DEVICE_DATA[key] = (splits, cache)
-    return _DEVICE_DATA[key]
-
-
-def cohort_trainable(config: dict, payload: dict) -> None:
-    """One Ray Tune trial: train the cohort, report every member, weights in the checkpoint."""
-    from ray import tune
-
-    t0 = time.time()
-    splits, cache = _on_device(payload)
-    t1 = time.time()
-    cfgs = [MemberConfig.from_dict(d) for d in config["members"]]
-    inner: dict[str, float] = {}
-    results = train_cohort(cfgs, splits, cache=cache, mentor_shapes=payload["mentor_shapes"],
-                           rungs=payload["rungs"], eta=payload["eta"], timing=inner)
-    t2 = time.time()
-    with tempfile.TemporaryDirectory() as d:
-        # one file for the cohort: a file per member costs more than the tensors in it
-        torch.save({mid: r.state_dict for mid, r in zip(config["member_ids"], results) if r.state_dict is not None},
-                   Path(d) / "weights.pt")
-        members = [_result_to_dict(r) for r in results]
-        timing = {"since_process_start": t0 - _PROCESS_START, "data_to_device": t1 - t0, "train": t2 - t1,
-                  **{f"train.{k}": v for k, v in inner.items()}, "save": time.time() - t2}
-        tune.report({"members": members, "finished": sum(r.status == "finished" for r in results),
-                     "timing": timing}, checkpoint=tune.Checkpoint.from_directory(d))
-
-
-def _result_to_dict(r: MemberResult) -> dict:
-    return {"status": r.status, "val_acc": r.val_acc, "test_acc": r.test_acc, "epochs_run": r.epochs_run,
-            "curves": r.curves, "cost": r.cost, "train_seconds": r.train_seconds, "error": r.error}
 
 
 def _result_from_dict(cfg: MemberConfig, d: dict, state: dict | None) -> MemberResult:
@@ -265,8 +211,8 @@ class _Driver:
     def write(self, mid: str, num: int | None, res: MemberResult) -> None:
         """MLflow first, then Optuna: a member told to Optuna is always in MLflow, which is
         what resume relies on. Runs on the writer thread, so training never waits for it."""
-        self.tracker.log_member(self.parent_run_id, res, tags={**self.tags, "mentee.twin": str(mid.startswith("twin-"))},
-                                member_id=mid)
+        tags = {**self.tags, "mentee.twin": str(mid.startswith("twin-"))}
+        self.tracker.log_member(self.parent_run_id, res, tags=tags, member_id=mid)
         if num is not None:
             self._tell(num, res.status, res.val_acc, res.cost)
         self._count(res.status, res.epochs_run * self.n_train)
@@ -459,7 +405,8 @@ def _auto_cohort(space: SearchSpace, splits: Splits, gpus: float) -> int:
         getattr(space.train.batch_size, "high", space.train.batch_size))
     per = bs * act * 4 * 8 + sum(p.numel() for p in net.parameters()) * 4 * 6
     free, _ = torch.cuda.mem_get_info()
-    return int(max(1, min(128, free * gpus / 4 // per)))
+    # ≤ 64: a sweep then has several cohorts, and MLflow writes of one overlap the next's training
+    return int(max(1, min(64, free * gpus / 4 // per)))
 
 
 def _payload(plan: SweepPlan, cache: MentorCache | None, mentor: Mentor, taps: list[str]) -> dict:
