@@ -268,9 +268,11 @@ def pareto(
     tracking_uri: Optional[str] = typer.Option(None, help=URI_HELP),
     by: str = typer.Option("params", help="Cost axis: params, bytes_fp32, bytes_int8 or macs."),
     fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown."),
+    gains_too: bool = typer.Option(True, "--gains/--no-gains",
+                                   help="Also print mentored vs independent at every size (not with json)."),
 ):
     """Print the non-dominated front (val accuracy vs cost) with the mentorship gain at each point."""
-    from search.pareto import format_front, pareto_front, print_front, with_mentorship_gain
+    from search.pareto import format_front, mentorship_summary, pareto_front, print_front, with_mentorship_gain
 
     if by not in ("params", "bytes_fp32", "bytes_int8", "macs"):
         raise UserError(f"--by: '{by}' is not a cost; expected params, bytes_fp32, bytes_int8 or macs")
@@ -279,8 +281,14 @@ def pareto(
     df = _runs(tracking_uri, experiment)
     front = with_mentorship_gain(pareto_front(df, acc="val_acc", cost=by), df, acc="val_acc")
     cols = [c for c in FRONT_COLUMNS if c in front.columns]
+    gains = mentorship_summary(df, acc="test_acc", select="val_acc")
     if fmt == "table":
         print_front(front, f"Pareto front: val accuracy vs {by} ({len(front)} of {len(df)} mentees)", cols)
+        if gains_too and len(gains):
+            print_front(gains.drop(columns=["arch_key"]), "Mentorship at each size: the mentored run validation "
+                        "picks vs the independent twin (test accuracy)")
+    elif gains_too and fmt in ("json", "csv", "markdown") and fmt != "json":
+        typer.echo(format_front(front, fmt, cols) + "\n\n" + format_front(gains.drop(columns=["arch_key"]), fmt))
     else:
         typer.echo(format_front(front, fmt, cols))
 

@@ -78,18 +78,25 @@ def with_mentorship_gain(front: pd.DataFrame, df: pd.DataFrame, *, acc: str = "v
     return out
 
 
-def mentorship_summary(df: pd.DataFrame, acc: str = "test_acc") -> pd.DataFrame:
-    """One row per arch_key with finished mentored and independent runs: best mentored acc,
-    mean independent acc and the gain between them, sorted by params."""
+def mentorship_summary(df: pd.DataFrame, acc: str = "test_acc", select: str = "val_acc") -> pd.DataFrame:
+    """One row per arch_key with finished mentored and independent runs: the mentored run
+    that validation picks (highest `select`; no peeking at test), its `acc`, the mean
+    independent `acc` and the gain between them, sorted by params."""
     d = _finished(df).dropna(subset=[acc])
     ind = _is_true(d["independent"])
-    men = d[~ind].groupby("arch_key").agg(params=("params", "first"), mentored_acc=(acc, "max"),
-                                          n_mentored=(acc, "size"))
+    men = d[~ind]
+    if select in men.columns and men[select].notna().any():
+        men = men.loc[men.groupby("arch_key")[select].idxmax().dropna()]
+    else:
+        men = men.loc[men.groupby("arch_key")[acc].idxmax()]
+    keep = [c for c in ("arch_key", "family", "widths", "mapping", "params") if c in men.columns]
+    men = men[keep + [acc]].rename(columns={acc: "mentored_acc"}).set_index("arch_key")
+    men["n_mentored"] = d[~ind].groupby("arch_key").size()
     base = d[ind].groupby("arch_key").agg(independent_acc=(acc, "mean"), n_independent=(acc, "size"))
     out = men.join(base, how="inner")
     out["gain"] = out["mentored_acc"] - out["independent_acc"]
     out = out.reset_index().sort_values(["params", "arch_key"], kind="mergesort").reset_index(drop=True)
-    cols = ["arch_key", "params", "mentored_acc", "independent_acc", "gain", "n_mentored", "n_independent"]
+    cols = [*keep, "mentored_acc", "independent_acc", "gain", "n_mentored", "n_independent"]
     return out[cols]
 
 
