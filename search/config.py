@@ -114,7 +114,7 @@ class MemberResult:
     epochs_run: int = 0
     curves: dict[str, list[float]] = field(default_factory=dict)  # per epoch: train_loss, val_acc, test_acc
     cost: dict[str, float] = field(default_factory=dict)  # params, bytes_fp32, bytes_int8, macs
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # the cohort's training wall time divided among its members
     state_dict: dict[str, Any] | None = None  # the mentee's weights on the CPU (no projections)
     error: str | None = None
 

@@ -230,8 +230,6 @@ class FusedGroup:
         self.m = {k: torch.zeros_like(v) for k, v in self.params.items()}
         self.v = {k: torch.zeros_like(v) for k, v in self.params.items()}
         self.gens = [torch.Generator().manual_seed(c.train.seed) for c in cfgs]
-        self.step_count = 0
-        self.seconds = 0.0
         # step state that lives on the device (see `_step`)
         self.t = torch.zeros((), dtype=torch.long, device=device)  # optimiser steps taken
         self.pos = torch.zeros((), dtype=torch.long, device=device)  # first sample of the batch in `order`
@@ -324,7 +322,6 @@ class FusedGroup:
             self.pos += bs
 
     def train_epoch(self, splits: Splits, cache: MentorCache | None, total_steps: int) -> torch.Tensor:
-        t0 = time.perf_counter()
         cfg = self.cfgs[0].train
         n = len(splits.x_train)
         self.bs = bs = min(cfg.batch_size, n)
@@ -345,8 +342,6 @@ class FusedGroup:
         self.base.train()
         steps = n // bs  # drop the last partial batch: every step has the same shape
         self._run_epoch(steps)
-        self.step_count += steps
-        self.seconds += time.perf_counter() - t0
         return self.loss_sum / steps
 
     def _run_epoch(self, steps: int) -> None:
@@ -524,7 +519,7 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
         if on_epoch is not None:
             on_epoch(e + 1, epochs)
     t2 = time.perf_counter()
-    out = _results(cfgs, groups, splits, curves, test_acc, status, errors, keep_weights)
+    out = _results(cfgs, groups, splits, curves, test_acc, status, errors, keep_weights, (t2 - t1) / len(cfgs))
     if timing is not None:  # where a cohort's seconds go, for benchmarks
         timing.update(groups=len(by_key), build=t1 - t0, epochs=t2 - t1, results=time.perf_counter() - t2)
     return out
@@ -541,9 +536,9 @@ def _cost(arch: ArchConfig, splits: Splits) -> dict[str, float]:
     return dict(_COSTS[key])
 
 
-def _results(cfgs, groups, splits, curves, test_acc, status, errors, keep_weights) -> list[MemberResult]:
+def _results(cfgs, groups, splits, curves, test_acc, status, errors, keep_weights, share) -> list[MemberResult]:
+    """`share`: the cohort's training wall time divided among its members (they train together)."""
     where = {i: (g, r) for g in groups for r, i in enumerate(g.idx)}
-    seconds = {i: g.seconds for g in groups for i in g.idx}
     out = []
     for i, c in enumerate(cfgs):
         state = None
@@ -556,6 +551,6 @@ def _results(cfgs, groups, splits, curves, test_acc, status, errors, keep_weight
             val_acc=cv["val_acc"][-1] if cv["val_acc"] else float("nan"),
             test_acc=test_acc[i] if status[i] == "finished" else float("nan"),
             epochs_run=len(cv["val_acc"]), curves=cv,
-            cost=_cost(c.arch, splits), train_seconds=seconds.get(i, 0.0),
+            cost=_cost(c.arch, splits), train_seconds=share,
             state_dict=state, error=errors[i]))
     return out
