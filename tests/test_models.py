@@ -7,8 +7,15 @@ from torch import nn
 
 from search.config import ArchConfig
 from search.errors import UserError
-from search.models import (Projection, create_mentee, forward_with_taps, load_mentor, logical_shapes, save_mentor,
-                           tap_shapes)
+from search.models import (
+    Projection,
+    create_mentee,
+    forward_with_taps,
+    load_mentor,
+    logical_shapes,
+    save_mentor,
+    tap_shapes,
+)
 
 
 @pytest.mark.parametrize("family,shape,widths,expect", [
