@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -52,13 +53,10 @@ def _console():
 
 
 def _widths(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        ws = tuple(int(w) for w in text.replace("x", ",").split(",") if w.strip())
-    except ValueError:
-        raise UserError(f"{flag}: '{text}' is not a list of integers like 8,16,32") from None
-    if not ws or min(ws) < 1:
-        raise UserError(f"{flag}: '{text}' must list integers ≥ 1")
-    return ws
+    parts = re.split(r"[,x]", text.strip())
+    if not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise UserError(f"{flag}: '{text}' is not a list of integers ≥ 1 like 8,16,32")
+    return tuple(int(p) for p in parts)
 
 
 # ------------------------------------------------------------------ mentor
@@ -269,7 +267,7 @@ def pareto(
     by: str = typer.Option("params", help="Cost axis: params, bytes_fp32, bytes_int8 or macs."),
     fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown."),
     gains_too: bool = typer.Option(True, "--gains/--no-gains",
-                                   help="Also print mentored vs independent at every size (not with json)."),
+                                   help="Also print mentored vs independent at every size (table and markdown)."),
 ):
     """Print the non-dominated front (val accuracy vs cost) with the mentorship gain at each point."""
     from search.pareto import format_front, mentorship_summary, pareto_front, print_front, with_mentorship_gain
@@ -287,7 +285,7 @@ def pareto(
         if gains_too and len(gains):
             print_front(gains.drop(columns=["arch_key"]), "Mentorship at each size: the mentored run validation "
                         "picks vs the independent twin (test accuracy)")
-    elif gains_too and fmt in ("json", "csv", "markdown") and fmt != "json":
+    elif gains_too and fmt == "markdown":  # csv and json stay one table, for scripts
         typer.echo(format_front(front, fmt, cols) + "\n\n" + format_front(gains.drop(columns=["arch_key"]), fmt))
     else:
         typer.echo(format_front(front, fmt, cols))

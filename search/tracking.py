@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import tempfile
@@ -33,8 +34,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
-
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in CLI output
 
 import pandas as pd
 import torch
@@ -50,6 +49,10 @@ from mlflow.utils.validation import (
 
 from search.config import MemberConfig, MemberResult
 from search.errors import UserError
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in CLI output
+for _name in ("mlflow", "alembic"):  # "Creating initial MLflow database tables..." is not for our users
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 __all__ = [
     "DEFAULT_TRACKING_URI",

@@ -30,6 +30,7 @@ import queue
 import threading
 import time
 import uuid
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,9 @@ def _sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     if space.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     # group + multivariate: the hint weight exists only when a hint is chosen
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
 
 
 def _result_from_dict(cfg: MemberConfig, d: dict, state: dict | None) -> MemberResult:
@@ -354,7 +357,10 @@ def _check_mentee_space(space: SearchSpace, splits: Splits, where: str) -> None:
 def plan_sweep(space: SearchSpace, *, where: str = "space", gpus: float | None = None) -> SweepPlan:
     """Validate everything that can be checked before training; nothing is written."""
     d = space.dataset
-    splits = load_dataset(d.name, root=d.root, n_samples=d.n_samples, seed=d.seed)
+    try:
+        splits = load_dataset(d.name, root=d.root, n_samples=d.n_samples, seed=d.seed)
+    except UserError as e:
+        raise UserError(f"{where}: key 'dataset': {e}") from None
     _check_mentee_space(space, splits, where)
     mentor_taps = _mentor_taps(space, splits)
     for tap, targets in space.mapping.taps.items():
@@ -425,9 +431,16 @@ def _payload(plan: SweepPlan, cache: MentorCache | None, mentor: Mentor, taps: l
 
 
 def _resume_state(driver: _Driver, recorded: set[str]) -> None:
-    """Rebuild the driver's queue from the study and MLflow after an interruption."""
+    """Rebuild the driver's queue and counts from the study and MLflow after an interruption."""
     frame = load_runs(driver.tracker.uri, parent_run_id=driver.parent_run_id)
     by_member = {r["member_id"]: r for _, r in frame.iterrows()} if len(frame) else {}
+    for status, n in frame["status"].value_counts().items():
+        if status in ("finished", "pruned", "failed"):
+            setattr(driver.summary, status, int(n))
+    # recorded twins count towards the budget, as they did before the interruption
+    twins = {m[len("twin-"):] for m in recorded if m.startswith("twin-")}
+    driver.have_independent |= twins
+    driver.planned += len(twins)
     mentored = []
     for t in driver.study.trials:
         cfg = MemberConfig.from_dict(t.user_attrs["config"])
@@ -444,10 +457,7 @@ def _resume_state(driver: _Driver, recorded: set[str]) -> None:
             driver._tell(t.number, r["status"], r["val_acc"], {o: r[o] for o in driver.space.objectives})
         else:
             driver.pending.append(_Work(mid, cfg, t.number))
-    for cfg in mentored:
-        key = cfg.arch.key()
-        if f"twin-{key}" in recorded:
-            driver.have_independent.add(key)
+    for cfg in mentored:  # twins asked for but never recorded are trained now
         driver._twin_of(cfg)
 
 
@@ -464,6 +474,7 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
 
     t0 = time.perf_counter()
     experiment = str(space.name)
+    plan_sweep(space, where=where, gpus=0)  # every check that needs no Ray, before anything is written
     tracker = SweepTracker(tracking_uri, experiment)  # creates the experiment before any trial starts
     parent = tracker.find_sweep(experiment) if resume else None
     if resume and parent is None:

@@ -161,9 +161,7 @@ BAD = [
     pytest.param(_setup_store, ["export", "0123456789abcdef", "--format", "onnx", "--tracking-uri", "mlflow.db"],
                  ["0123456789abcdef", "not found"], id="export-unknown-run"),
     pytest.param(None, ["mentor", "train", "--widths", "8,x", "--n-samples", "300", "--epochs", "1", "--out", "m.pt"],
-                 ["--widths", "8,x"], id="mentor-bad-widths",
-                 marks=pytest.mark.xfail(strict=True, reason="cli._widths turns every 'x' into ',' and drops empty "
-                                                             "items: '8,x' is read as (8,) and a mentor is trained")),
+                 ["--widths", "8,x"], id="mentor-bad-widths"),
     pytest.param(None, ["compare", "--mentor", "missing.pt", "--n-samples", "300"], ["missing.pt", "not found"],
                  id="compare-missing-mentor"),
     pytest.param(_setup_file("bad.pt", "these are not weights\n"),
@@ -192,8 +190,6 @@ def test_bad_input_one_line_exit_2_nothing_written(setup, args, expect, tmp_path
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.xfail(strict=True, reason="run_sweep creates the MLflow store and starts Ray before plan_sweep "
-                                       "validates the space: mlflow.db is written and Ray's warnings reach stderr")
 def test_sweep_without_dry_run_validates_before_writing(tmp_path):
     write_space(tmp_path / "space.yaml", **{"mapping.taps": {"last": ["layer9"]}})
     before = snapshot(tmp_path)
@@ -202,8 +198,6 @@ def test_sweep_without_dry_run_validates_before_writing(tmp_path):
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.xfail(strict=True, reason="plan_sweep lets load_dataset's UserError through unchanged: the line "
-                                       "names neither the space file nor the key dataset.name")
 def test_unknown_dataset_names_the_space_file_and_key(tmp_path):
     write_space(tmp_path / "space.yaml", **{"dataset.name": "mnist1e"})
     r = cli("sweep", "space.yaml", "--dry-run", cwd=tmp_path)

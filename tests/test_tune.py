@@ -216,8 +216,6 @@ def resumed_complete(tiny):
     return summary, load_runs(tiny["uri"], parent_run_id=parent)
 
 
-@pytest.mark.xfail(strict=True, reason="_resume_state does not count recorded twins in driver.planned, so a "
-                                       "resumed driver asks Optuna for more mentees than budget.mentees")
 def test_resume_of_a_complete_sweep_trains_nothing(tiny, resumed_complete):
     summary, runs = resumed_complete
     before = tiny["runs"]
@@ -226,8 +224,6 @@ def test_resume_of_a_complete_sweep_trains_nothing(tiny, resumed_complete):
     assert summary.trials == 0
 
 
-@pytest.mark.xfail(strict=True, reason="after --resume the summary (and the parent's finished/pruned/failed "
-                                       "metrics) count only this session's members, while `recorded` counts all")
 def test_resumed_summary_counts_the_whole_sweep(tiny, resumed_complete):
     summary, runs = resumed_complete
     assert summary.recorded == len(runs)
