@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -23,11 +22,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.setup import setup  # noqa: E402
 from search.config import ArchConfig, HintConfig, MemberConfig, TrainConfig  # noqa: E402
-from search.data import load_dataset  # noqa: E402
-from search.distill import MentorCache, pick_device, train_cohort  # noqa: E402
-from search.mentor import ensure_mentor  # noqa: E402
-from search.spaces import load_space  # noqa: E402
+from search.distill import train_cohort  # noqa: E402
 
 SETTINGS = {  # name → (hints, w_kd, T)
     "hint last→layer4 rmse 0.1": ((HintConfig("layer3", "layer4", "rmse", 0.1),), 0.0, 4.0),
@@ -46,16 +43,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--space", default=str(ROOT / "spaces" / "mnist1d.yaml"))
     args = ap.parse_args()
-    space = load_space(args.space)
-    dev = pick_device(None)
-    card = torch.cuda.get_device_name() if dev.type == "cuda" else f"cpu-{os.cpu_count()}cores"
-    d = space.dataset
-    splits = load_dataset(d.name, n_samples=d.n_samples, seed=d.seed).to(dev)
-    mentor = ensure_mentor(space.mentor, splits)
-    mentor.model.to(dev)
-    taps = ["layer3", "layer4"]
-    cache = MentorCache.build(mentor, splits.x_train, taps)
-    shapes = dict(zip(taps, mentor.tap_shapes(taps)))
+    b = setup(args.space)
+    card, splits, mentor, cache, shapes = b.card, b.splits, b.mentor, b.cache, b.shapes
     with torch.no_grad():
         mentor_acc = (mentor.model(splits.x_test).argmax(-1) == splits.y_test).float().mean().item()
 

@@ -30,11 +30,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.setup import setup  # noqa: E402
 from search.config import ArchConfig, HintConfig, MemberConfig, TrainConfig  # noqa: E402
-from search.data import load_dataset  # noqa: E402
-from search.distill import MentorCache, build_member, member_loss, pick_device, train_cohort  # noqa: E402
-from search.mentor import ensure_mentor  # noqa: E402
-from search.spaces import load_space  # noqa: E402
+from search.distill import build_member, member_loss, train_cohort  # noqa: E402
 
 
 def make_configs(n: int, epochs: int, seed: int = 0) -> list[MemberConfig]:
@@ -181,17 +179,9 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
-    space = load_space(args.space)
-    dev = pick_device(None)
-    card = torch.cuda.get_device_name() if dev.type == "cuda" else f"cpu-{os.cpu_count()}cores"
+    b = setup(args.space)
+    space, card, splits, mentor, taps, cache, shapes = b.space, b.card, b.splits, b.mentor, b.taps, b.cache, b.shapes
     gpus = torch.cuda.device_count()
-    d = space.dataset
-    splits = load_dataset(d.name, n_samples=d.n_samples, seed=d.seed).to(dev)
-    mentor = ensure_mentor(space.mentor, splits)
-    mentor.model.to(dev)
-    taps = ["layer3", "layer4"]
-    cache = MentorCache.build(mentor, splits.x_train, taps)
-    shapes = dict(zip(taps, mentor.tap_shapes(taps)))
     configs = make_configs(args.mentees, args.epochs)
     space = space.model_copy(update={"mapping": space.mapping.model_copy(update={"taps": {"last": taps}})})
     uri = f"sqlite:///{Path('bench-work').resolve()}/mlflow.db"

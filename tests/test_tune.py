@@ -12,7 +12,6 @@ import json
 import math
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -400,12 +399,6 @@ def test_resume_after_kill(killed_and_resumed):
 
 # ------------------------------------------------------------ a real MLflow server
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rest(base: str, path: str, body: dict | None = None) -> dict:
     if body is None:
         req = urllib.request.Request(base + path)
@@ -415,50 +408,16 @@ def _rest(base: str, path: str, body: dict | None = None) -> dict:
         return json.loads(resp.read())
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """A real `mlflow server` on sqlite (as in test_tracking.py); killed whatever happens."""
-    port = _free_port()
-    srv = tmp_path / "server"
-    srv.mkdir()
-    log = open(srv / "server.log", "wb")
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{srv / 'srv.db'}",
-           "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=srv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not come up:\n{(srv / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server forks workers: its whole session
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-
-
 def test_sweep_through_a_real_server(ray_local, shared_mentor, mlflow_server, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    space_file = write_space(tmp_path / "space.yaml", "served", shared_mentor, mentees=6, cohort=4)
+    space_file = write_space(tmp_path / "space.yaml", "served-sweep", shared_mentor, mentees=6, cohort=4)
     s = run_sweep(load_space(space_file), tracking_uri=mlflow_server, workdir=tmp_path / "runs",
                   show_progress=False)
     assert s.tracking_uri == mlflow_server and s.recorded >= 6
     assert not (tmp_path / "mlflow.db").exists()  # nothing went to a local store
 
     # Read back over plain REST, as any other client would.
-    q = urllib.parse.urlencode({"experiment_name": "served"})
+    q = urllib.parse.urlencode({"experiment_name": "served-sweep"})
     exp_id = _rest(mlflow_server, f"/api/2.0/mlflow/experiments/get-by-name?{q}")["experiment"]["experiment_id"]
     found = _rest(mlflow_server, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp_id], "max_results": 1000})
     runs = {}
@@ -481,7 +440,7 @@ def test_sweep_through_a_real_server(ray_local, shared_mentor, mlflow_server, tm
         members.add(run["tags"]["mentee.member_id"])
     assert len(members) == len(children)
     # And through the package's reader, artifacts proxied by the server.
-    frame = load_runs(mlflow_server, "served")
+    frame = load_runs(mlflow_server, "served-sweep")
     assert set(frame.run_id) == set(children)
     cfg, weights, meta = load_member(mlflow_server, frame.run_id.iloc[0])
     create_mentee(cfg.arch, meta["input_shape"], meta["num_classes"]).load_state_dict(weights)
