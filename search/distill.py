@@ -13,7 +13,9 @@ trains as one fused model: their weights are stacked with `torch.func` and one
 `vmap`-ed step serves all of them, each with its own data order, initialisation,
 learning rate, weight decay and loss weights. Narrower members are zero-padded to the
 group's widths; padded weights get exactly zero gradient, so every member follows the
-same trajectory as if trained alone (`tests/test_distill.py` checks this)::
+same trajectory as if trained alone (`tests/test_distill.py` checks this). On a GPU the
+fused step runs in bf16 autocast and is replayed as a CUDA graph (tiny models are all
+launch overhead otherwise: 25k → 232k samples/s for one mentee on an H200)::
 
     results = train_cohort(configs, splits, cache=MentorCache.build(mentor, splits.x_train, taps))
 """
@@ -305,7 +307,7 @@ class FusedGroup:
     def _step(self) -> None:
         """One fused step. Everything that changes from step to step (the batch's sample
         ids, the schedule, Adam's bias correction) is read from device tensors and advanced
-        on the device, so a sequence of steps can be captured as one CUDA graph."""
+        on the device, so the step can be captured once as a CUDA graph and replayed."""
         s, c, bs = self.splits, self.cache, self.bs
         ids = self.order.index_select(1, self.pos + self.arange)  # [K, B] sample ids, each member its own
         x, y = s.x_train[ids], s.y_train[ids]
