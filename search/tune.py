@@ -491,7 +491,11 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
 
     dev = pick_device(None)
     splits = plan.splits.to(dev)
-    mentor = ensure_mentor(space.mentor, splits)
+    if Path(space.mentor.path).exists():
+        mentor = ensure_mentor(space.mentor, splits)
+    else:  # first use of this space: train its mentor (saved, so the next sweep loads it)
+        with Progress(space.mentor.epochs, f"mentor {space.mentor.path}", enabled=show_progress) as bar:
+            mentor = ensure_mentor(space.mentor, splits, on_epoch=lambda e, n: bar.advance(1))
     mentor.model.to(dev)
     taps = sorted({t for ts in space.mapping.taps.values() for t in ts if t != "none"})
     cache = MentorCache.build(mentor, splits.x_train, taps)
