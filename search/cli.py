@@ -22,7 +22,7 @@ from typing import Optional
 
 import typer
 
-from search.errors import TrainingDiverged, UserError
+from search.errors import SweepInterrupted, TrainingDiverged, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find the best small network a device can hold, trained under a mentor.")
@@ -44,6 +44,9 @@ def _friendly(fn):
         except TrainingDiverged as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from None
+        except SweepInterrupted as e:
+            typer.echo(f"interrupted: {e}", err=True)
+            raise typer.Exit(130) from None
     return wrapper
 
 

@@ -16,3 +16,7 @@ class UserError(Exception):
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or inf; the message names the member and the step."""
+
+
+class SweepInterrupted(Exception):
+    """A sweep stopped before every mentee was recorded (Ctrl-C); `--resume` continues it."""

@@ -42,7 +42,7 @@ import torch
 from search.config import ArchConfig, HintConfig, MemberConfig, MemberResult, TrainConfig
 from search.data import Splits, load_dataset
 from search.distill import MentorCache, pick_device
-from search.errors import UserError
+from search.errors import SweepInterrupted, UserError
 from search.mentor import ensure_mentor
 from search.models import Mentor, create_mentee, tap_shapes
 from search.spaces import Range, SearchSpace, space_hash
@@ -547,8 +547,15 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     summary.seconds = time.perf_counter() - t0
     summary.phases = {"ray_init": t_ray - t0, "data_mentor_cache": t_fit - t_ray, "fit": t_drain - t_fit,
                       "mlflow_drain": time.perf_counter() - t_drain}
-    tracker.finish_sweep(parent, metrics={"wall_seconds": summary.seconds, "finished": summary.finished,
-                                          "pruned": summary.pruned, "failed": summary.failed})
+    # Ctrl-C makes Ray Tune stop and return normally: a sweep with members left unrecorded
+    # stays KILLED, so that `--resume` finds it
+    complete = summary.recorded >= driver.planned >= driver.space.budget.mentees
+    tracker.finish_sweep(parent, "FINISHED" if complete else "KILLED",
+                         metrics={"wall_seconds": summary.seconds, "finished": summary.finished,
+                                  "pruned": summary.pruned, "failed": summary.failed})
+    if not complete:
+        raise SweepInterrupted(f"sweep '{experiment}' stopped with {summary.recorded} of {driver.planned} "
+                               f"mentees recorded; continue it with `mentee sweep ... --resume`")
     return summary
 
 
