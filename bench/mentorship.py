@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.setup import setup  # noqa: E402
+from bench.common import setup  # noqa: E402
 from search.config import ArchConfig, HintConfig, MemberConfig, TrainConfig  # noqa: E402
 from search.distill import train_cohort  # noqa: E402
 
