@@ -322,3 +322,37 @@ def test_export_onnx(swept):
     with torch.no_grad():
         want = model.eval()(x).numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_ui_serves_the_store(tmp_path):
+    """`mentee ui` starts the MLflow UI on 127.0.0.1 for the store, from any directory."""
+    import signal
+    import time
+    import urllib.request
+
+    from conftest import free_port
+
+    _setup_store(tmp_path)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "ui", "--port", str(port),
+                             "--tracking-uri", str(tmp_path / "mlflow.db")], cwd=tmp_path.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                req = urllib.request.Request(base + "/api/2.0/mlflow/experiments/search",
+                                             json.dumps({"max_results": 10}).encode(),
+                                             {"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=2) as resp:
+                    names = {e["name"] for e in json.loads(resp.read())["experiments"]}
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "mentee ui did not answer in 90 s"
+                time.sleep(0.5)
+        assert "cli" in names  # the experiment _setup_store created
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
