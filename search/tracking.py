@@ -142,11 +142,6 @@ def _member_params(config: MemberConfig) -> dict[str, str]:
     return out
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def _client(uri: str | None, *, must_exist: bool = False) -> MlflowClient:
     uri = resolve_uri(uri)
     if must_exist and uri.startswith("sqlite:///"):
