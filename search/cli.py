@@ -258,8 +258,8 @@ def _runs(tracking_uri, experiment):
     return df
 
 
-FRONT_COLUMNS = ["run_id", "family", "widths", "mapping", "params", "bytes_int8", "macs", "val_acc", "test_acc",
-                 "independent_test_acc", "test_gain"]
+FRONT_COLUMNS = ["run_id", "family", "widths", "kernel", "mapping", "params", "bytes_int8", "macs", "val_acc",
+                 "test_acc", "independent_test_acc", "test_gain"]
 
 
 @app.command()

@@ -30,7 +30,7 @@ __all__ = [
     "hypervolume_2d", "format_front", "print_front",
 ]
 
-_INT_COLS = {"params", "bytes_fp32", "bytes_int8", "macs", "seed", "epochs_run"}
+_INT_COLS = {"params", "bytes_fp32", "bytes_int8", "macs", "seed", "epochs_run", "kernel"}
 
 
 def _finished(df: pd.DataFrame) -> pd.DataFrame:
@@ -89,7 +89,7 @@ def mentorship_summary(df: pd.DataFrame, acc: str = "test_acc", select: str = "v
         men = men.loc[men.groupby("arch_key")[select].idxmax().dropna()]
     else:
         men = men.loc[men.groupby("arch_key")[acc].idxmax()]
-    keep = [c for c in ("arch_key", "family", "widths", "mapping", "params") if c in men.columns]
+    keep = [c for c in ("arch_key", "family", "widths", "kernel", "mapping", "params") if c in men.columns]
     men = men[keep + [acc]].rename(columns={acc: "mentored_acc"}).set_index("arch_key")
     men["n_mentored"] = d[~ind].groupby("arch_key").size()
     base = d[ind].groupby("arch_key").agg(independent_acc=(acc, "mean"), n_independent=(acc, "size"))

@@ -79,6 +79,7 @@ RUN_COLUMNS: dict[str, str] = {
     "independent": "bool",
     "family": "object",
     "widths": "object",
+    "kernel": "int64",
     "mapping": "object",
     "seed": "int64",
     "val_acc": "float64",
@@ -362,6 +363,7 @@ def _row(run: Any) -> dict[str, Any]:
         "independent": params.get("independent") == "True",
         "family": tags.get("mentee.family"),
         "widths": params.get("arch.widths"),
+        "kernel": int(params.get("arch.kernel", 0)),
         "mapping": tags.get("mentee.mapping"),
         "seed": int(tags.get("mentee.seed", 0)),
         **{

@@ -27,8 +27,8 @@ from search.tune import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 N_SAMPLES = 300
-FRONT_COLUMNS = ["run_id", "family", "widths", "mapping", "params", "bytes_int8", "macs", "val_acc", "test_acc",
-                 "independent_test_acc", "test_gain"]
+FRONT_COLUMNS = ["run_id", "family", "widths", "kernel", "mapping", "params", "bytes_int8", "macs", "val_acc",
+                 "test_acc", "independent_test_acc", "test_gain"]
 
 
 def _env() -> dict[str, str]:
