@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from search.errors import UserError
 
-__all__ = ["SearchSpace", "Range", "load_space", "parse_space", "space_hash", "choices_of"]
+__all__ = ["SearchSpace", "Range", "load_space", "parse_space", "space_hash", "choices_of", "largest"]
 
 
 class _Model(BaseModel):
@@ -175,6 +175,11 @@ def choices_of(v: Any) -> list[Any] | None:
     if isinstance(v, Range):
         return None
     return list(v) if isinstance(v, list) else [v]
+
+
+def largest(v: Any) -> Any:
+    """The largest value a searched value can take."""
+    return v.high if isinstance(v, Range) else max(choices_of(v))
 
 
 def _fields(model: type[BaseModel], loc: tuple) -> list[str]:

@@ -45,7 +45,7 @@ from search.distill import MentorCache, pick_device
 from search.errors import SweepInterrupted, UserError
 from search.mentor import ensure_mentor
 from search.models import Mentor, create_mentee, tap_shapes
-from search.spaces import Range, SearchSpace, space_hash
+from search.spaces import Range, SearchSpace, choices_of, largest, space_hash
 from search.tracking import SweepTracker, load_runs
 from search.trial import cohort_trainable
 
@@ -344,11 +344,10 @@ class SweepPlan:
 
 def _check_mentee_space(space: SearchSpace, splits: Splits, where: str) -> None:
     m = space.mentee
-    depths = [int(d) for d in (range(int(m.depth.low), int(m.depth.high) + 1) if isinstance(m.depth, Range)
-                               else (m.depth if isinstance(m.depth, list) else [m.depth]))]
-    for d in sorted(set(depths)):
+    depths = choices_of(m.depth) or range(int(m.depth.low), int(m.depth.high) + 1)
+    for d in sorted({int(d) for d in depths}):
         try:
-            create_mentee(ArchConfig(m.family, (4,) * d, 3 if isinstance(m.kernel, (list, Range)) else m.kernel),
+            create_mentee(ArchConfig(m.family, (4,) * d, 3 if choices_of(m.kernel) != [m.kernel] else m.kernel),
                           splits.input_shape, splits.num_classes)
         except UserError as e:
             raise UserError(f"{where}: key 'mentee': {e}") from None
@@ -401,15 +400,11 @@ def _auto_cohort(space: SearchSpace, splits: Splits, gpus: float) -> int:
     if not torch.cuda.is_available():
         return 64  # a GPU cluster driven from a CPU head: a safe default
     m = space.mentee
-    w = max(m.width) if isinstance(m.width, list) else (m.width.high if isinstance(m.width, Range) else m.width)
-    g = max(m.growth) if isinstance(m.growth, list) else (m.growth.high if isinstance(m.growth, Range) else m.growth)
-    d = max(m.depth) if isinstance(m.depth, list) else (m.depth.high if isinstance(m.depth, Range) else m.depth)
-    widths = tuple(min(m.max_width, round(w * g ** i)) for i in range(int(d)))
+    w, g = largest(m.width), largest(m.growth)
+    widths = tuple(min(m.max_width, round(w * g ** i)) for i in range(int(largest(m.depth))))
     net = create_mentee(ArchConfig(m.family, widths, 3, False), splits.input_shape, splits.num_classes)
     act = sum(math.prod(s) for s in tap_shapes(net, net.taps, splits.input_shape))
-    bs = max(space.train.batch_size) if isinstance(space.train.batch_size, list) else int(
-        getattr(space.train.batch_size, "high", space.train.batch_size))
-    per = bs * act * 4 * 8 + sum(p.numel() for p in net.parameters()) * 4 * 6
+    per = int(largest(space.train.batch_size)) * act * 4 * 8 + sum(p.numel() for p in net.parameters()) * 4 * 6
     free, _ = torch.cuda.mem_get_info()
     # ≤ 64: a sweep then has several cohorts, and MLflow writes of one overlap the next's training
     return int(max(1, min(64, free * gpus / 4 // per)))
