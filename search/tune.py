@@ -346,9 +346,9 @@ def _check_mentee_space(space: SearchSpace, splits: Splits, where: str) -> None:
     m = space.mentee
     depths = choices_of(m.depth) or range(int(m.depth.low), int(m.depth.high) + 1)
     for d in sorted({int(d) for d in depths}):
-        try:
-            create_mentee(ArchConfig(m.family, (4,) * d, 3 if choices_of(m.kernel) != [m.kernel] else m.kernel),
-                          splits.input_shape, splits.num_classes)
+        try:  # the largest kernel shrinks the input most: check that one, not an arbitrary 3
+            create_mentee(ArchConfig(m.family, (4,) * d, int(largest(m.kernel))), splits.input_shape,
+                          splits.num_classes)
         except UserError as e:
             raise UserError(f"{where}: key 'mentee': {e}") from None
 
