@@ -22,6 +22,7 @@ never recorded, tells Optuna what was recorded but not told, and trains nothing 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -327,6 +328,14 @@ class SweepPlan:
     concurrency: int
     device: str
 
+    def with_gpus(self, gpus: float) -> "SweepPlan":
+        """The plan's resources and cohort size for a cluster with `gpus` GPUs."""
+        b = self.space.budget
+        g = (1.0 if gpus > 0 else 0.0) if b.gpus_per_trial == "auto" else float(b.gpus_per_trial)
+        k = b.cohort_size if b.cohort_size != "auto" else _auto_cohort(self.space, self.splits, g)
+        return dataclasses.replace(self, cohort_size=min(k, b.mentees), gpus_per_trial=g,
+                                   device="cuda" if g > 0 else "cpu")
+
     def describe(self) -> list[tuple[str, str]]:
         b = self.space.budget
         trials = math.ceil(b.mentees / self.cohort_size)
@@ -372,13 +381,8 @@ def plan_sweep(space: SearchSpace, *, where: str = "space", gpus: float | None =
         if metric not in METRICS:
             raise UserError(f"{where}: key 'mapping.metric': unknown metric '{metric}'; expected one of "
                             f"{', '.join(sorted(METRICS))}")
-    b = space.budget
-    if gpus is None:
-        gpus = float(torch.cuda.device_count())
-    g = (1.0 if gpus > 0 else 0.0) if b.gpus_per_trial == "auto" else float(b.gpus_per_trial)
-    k = b.cohort_size if b.cohort_size != "auto" else _auto_cohort(space, splits, g)
-    return SweepPlan(space, splits, mentor_taps, min(k, b.mentees), g, b.concurrency,
-                     "cuda" if g > 0 else "cpu")
+    plan = SweepPlan(space, splits, mentor_taps, 1, 0.0, space.budget.concurrency, "cpu")
+    return plan.with_gpus(float(torch.cuda.device_count()) if gpus is None else gpus)
 
 
 def _mentor_taps(space: SearchSpace, splits: Splits) -> tuple[str, ...]:
@@ -469,7 +473,7 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
 
     t0 = time.perf_counter()
     experiment = str(space.name)
-    plan_sweep(space, where=where, gpus=0)  # every check that needs no Ray, before anything is written
+    plan = plan_sweep(space, where=where, gpus=0)  # every check that needs no Ray, before anything is written
     tracker = SweepTracker(tracking_uri, experiment)  # creates the experiment before any trial starts
     parent = tracker.find_sweep(experiment) if resume else None
     if resume and parent is None:
@@ -481,7 +485,7 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     ray.init(address=address or os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, include_dashboard=False,
              logging_level=logging.WARNING, log_to_driver=False)
     logging.getLogger("ray.tune").setLevel(logging.ERROR)  # results live in MLflow, not result.json
-    plan = plan_sweep(space, where=where, gpus=ray.cluster_resources().get("GPU", 0.0))
+    plan = plan.with_gpus(ray.cluster_resources().get("GPU", 0.0))  # the cluster's GPUs, not this machine's
     t_ray = time.perf_counter()
 
     dev = pick_device(None)
