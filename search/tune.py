@@ -44,7 +44,7 @@ from search.config import ArchConfig, HintConfig, MemberConfig, MemberResult, Tr
 from search.data import Splits, load_dataset
 from search.distill import MentorCache, pick_device
 from search.errors import SweepInterrupted, UserError
-from search.mentor import ensure_mentor
+from search.mentor import ensure_mentor, mentor_from_spec
 from search.models import Mentor, create_mentee, tap_shapes
 from search.spaces import Range, SearchSpace, choices_of, largest, space_hash
 from search.tracking import SweepTracker, load_runs
@@ -370,7 +370,7 @@ def plan_sweep(space: SearchSpace, *, where: str = "space", gpus: float | None =
     except UserError as e:
         raise UserError(f"{where}: key 'dataset': {e}") from None
     _check_mentee_space(space, splits, where)
-    mentor_taps = _mentor_taps(space, splits)
+    mentor_taps = _mentor_taps(space, splits, where)
     for tap, targets in space.mapping.taps.items():
         for t in targets:
             if t != "none" and t not in mentor_taps:
@@ -385,12 +385,12 @@ def plan_sweep(space: SearchSpace, *, where: str = "space", gpus: float | None =
     return plan.with_gpus(float(torch.cuda.device_count()) if gpus is None else gpus)
 
 
-def _mentor_taps(space: SearchSpace, splits: Splits) -> tuple[str, ...]:
+def _mentor_taps(space: SearchSpace, splits: Splits, where: str) -> tuple[str, ...]:
     spec = space.mentor
     if spec.taps:
         return tuple(spec.taps)
     if spec.factory:
-        raise UserError("space: key 'mentor.taps': required with mentor.factory")
+        raise UserError(f"{where}: key 'mentor.taps': required with mentor.factory")
     a = spec.arch
     return tuple(create_mentee(ArchConfig(a.family, tuple(a.widths), a.kernel, a.batch_norm),
                                splits.input_shape, splits.num_classes).taps)
@@ -490,9 +490,8 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
 
     dev = pick_device(None)
     splits = plan.splits.to(dev)
-    if Path(space.mentor.path).exists():
-        mentor = ensure_mentor(space.mentor, splits)
-    else:  # first use of this space: train its mentor (saved, so the next sweep loads it)
+    mentor = mentor_from_spec(space.mentor, splits)
+    if mentor is None:  # first use of this space: train its mentor (saved, so the next sweep loads it)
         with Progress(space.mentor.epochs, f"mentor {space.mentor.path}", enabled=show_progress) as bar:
             mentor = ensure_mentor(space.mentor, splits, on_epoch=lambda e, n: bar.advance(1))
     mentor.model.to(dev)
