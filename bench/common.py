@@ -9,10 +9,11 @@ from dataclasses import dataclass
 import torch
 
 from search.data import Splits, load_dataset
-from search.distill import MentorCache, pick_device
-from search.mentor import ensure_mentor
 from search.models import Mentor
 from search.spaces import SearchSpace, load_space
+from search.train.cache import MentorCache
+from search.train.device import pick_device
+from search.train.mentor import ensure_mentor
 
 
 @dataclass

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import setup  # noqa: E402
 from search.config import ArchConfig, HintConfig, MemberConfig, TrainConfig  # noqa: E402
-from search.distill import train_cohort  # noqa: E402
+from search.train.cohort import train_cohort  # noqa: E402
 
 SETTINGS = {  # name → (hints, w_kd, T)
     "hint last→layer4 rmse 0.1": ((HintConfig("layer3", "layer4", "rmse", 0.1),), 0.0, 4.0),

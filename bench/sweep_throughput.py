@@ -6,7 +6,7 @@
 (a) *plain*: the script Ray's documentation shows — one trial per mentee, 8 trials per
     GPU (gpu=0.125), OptunaSearch over the configs (each config a point to evaluate),
     MLflowLoggerCallback, a per-epoch `tune.report`, an ordinary PyTorch training loop.
-(b) *cohort*: `search.tune.run_sweep` with the same configs: cohorts of K mentees fused
+(b) *cohort*: `search.sweep.run_sweep` with the same configs: cohorts of K mentees fused
     in one process, the driver the only MLflow writer.
 
 Prints the wall time of each, their ratio, mentee-samples per second per GPU (samples ×
@@ -32,7 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import setup  # noqa: E402
 from search.config import ArchConfig, HintConfig, MemberConfig, TrainConfig  # noqa: E402
-from search.distill import build_member, member_loss, train_cohort  # noqa: E402
+from search.train.cohort import train_cohort  # noqa: E402
+from search.train.group import build_member  # noqa: E402
+from search.train.losses import member_loss  # noqa: E402
 
 
 def make_configs(n: int, epochs: int, seed: int = 0) -> list[MemberConfig]:
@@ -55,7 +57,7 @@ def plain_trainable(config, payload, configs):
     """One mentee per trial, as in Ray's tutorials: data to the device, a loop, a report per epoch."""
     from ray import tune
 
-    from search.trial import on_device
+    from search.train.trial import on_device
 
     cfg = MemberConfig.from_dict(configs[config["idx"]])
     splits, cache = on_device(payload)
@@ -123,8 +125,8 @@ def run_plain(configs, payload, gpus: int, uri: str) -> dict:
 def run_cohort(space, configs, uri: str) -> dict:
     import ray
 
+    from search.sweep.run import run_sweep
     from search.tracking import load_runs
-    from search.tune import run_sweep
 
     s = run_sweep(space, tracking_uri=uri, configs=configs, workdir="bench-work", show_progress=False)
     ray.shutdown()
@@ -195,7 +197,8 @@ def main() -> None:
     if args.only in (None, "cohort"):
         res["cohort"] = run_cohort(space, configs, uri)
     if args.only in (None, "plain"):
-        from search.tune import _payload, plan_sweep
+        from search.sweep.plan import plan_sweep
+        from search.sweep.plan import trial_payload as _payload
         plan = plan_sweep(space, gpus=gpus)
         res["plain"] = run_plain(configs, _payload(plan, cache, mentor, taps), gpus, uri)
 

@@ -4,7 +4,7 @@ A trained mentor supervises many small mentees; Ray Tune schedules them in fused
 cohorts, Optuna chooses what to try, MLflow records accuracy against size and cost.
 
     from search.spaces import load_space
-    from search.tune import run_sweep
+    from search.sweep.run import run_sweep
     summary = run_sweep(load_space("spaces/mnist1d.yaml"))
 
 Modules (one job each): spaces (YAML → SearchSpace), data (datasets), models (mentee

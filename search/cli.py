@@ -84,9 +84,9 @@ def mentor_train(
     """Train a mentor network and save it (spec + state dict) for later sweeps."""
     from search.config import ArchConfig
     from search.data import load_dataset
-    from search.distill import pick_device
-    from search.mentor import train_mentor
     from search.progress import Progress
+    from search.train.device import pick_device
+    from search.train.mentor import train_mentor
 
     if space is not None:
         from search.spaces import load_space
@@ -144,11 +144,14 @@ def compare(
     """Train one mentee independently and mentored over N seeds; print both side by side."""
     from search.config import ArchConfig, MemberConfig, TrainConfig
     from search.data import load_dataset
-    from search.distill import METRICS, MentorCache, pick_device, train_cohort
-    from search.mentor import mentor_from_spec
     from search.models import check_taps, create_mentee
     from search.progress import Progress
     from search.spaces import MentorSpec
+    from search.train.cache import MentorCache
+    from search.train.cohort import train_cohort
+    from search.train.device import pick_device
+    from search.train.losses import METRICS
+    from search.train.mentor import mentor_from_spec
 
     if metric not in METRICS:
         raise UserError(f"--metric: unknown metric '{metric}'; expected one of {', '.join(sorted(METRICS))}")
@@ -229,7 +232,8 @@ def sweep(
     from search.spaces import load_space
 
     sp = load_space(space)  # validate before importing Ray and torch: a bad file fails in a blink
-    from search.tune import plan_sweep, run_sweep
+    from search.sweep.plan import plan_sweep
+    from search.sweep.run import run_sweep
 
     if dry_run:
         plan = plan_sweep(sp, where=str(space))
@@ -366,7 +370,7 @@ def quickstart(
 ):
     """Mentor on MNIST-1D, a small sweep, the Pareto front and a pick, all recorded in MLflow."""
     from search.spaces import load_space
-    from search.tune import run_sweep
+    from search.sweep.run import run_sweep
 
     workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(workdir)

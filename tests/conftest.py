@@ -40,6 +40,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def unused_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (tests import no helpers from conftest)."""
+    return free_port()
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """One real `mlflow server` on sqlite for the session (it takes ~15 s to answer); its

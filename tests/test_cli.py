@@ -22,8 +22,8 @@ from search.models import create_mentee
 from search.pareto import pareto_front
 from search.pareto import pick as pick_row
 from search.spaces import load_space
+from search.sweep.run import run_sweep
 from search.tracking import SweepTracker, load_member, load_runs
-from search.tune import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 N_SAMPLES = 300
@@ -324,16 +324,14 @@ def test_export_onnx(swept):
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-def test_ui_serves_the_store(tmp_path):
+def test_ui_serves_the_store(tmp_path, unused_port):
     """`mentee ui` starts the MLflow UI on 127.0.0.1 for the store, from any directory."""
     import signal
     import time
     import urllib.request
 
-    from conftest import free_port
-
     _setup_store(tmp_path)
-    port = free_port()
+    port = unused_port
     proc = subprocess.Popen([sys.executable, "-m", "search.cli", "ui", "--port", str(port),
                              "--tracking-uri", str(tmp_path / "mlflow.db")], cwd=tmp_path.parent,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,111 +1,35 @@
-"""Mentor–mentee training: the loss, the mentor cache and the fused cohort loop.
+"""A fused group: K members of one structure trained as one stacked model.
 
-One loss per mentee (Venkatesan & Li 2016; FitNets; Hinton et al.)::
-
-    L = w_ce·CE(logits, y) + Σ_k w_k·metric_k(proj_k(mentee tap), mentor tap) + w_kd·T²·KL(mentor ‖ mentee at T)
-
-The mentor never runs in a mentee's step: its logits and tapped features over the
-training set are computed once (`MentorCache`) and indexed by the batch's sample ids.
-
-A *cohort* is a list of `MemberConfig`s trained in one process. Members that share a
-structure (family, depth, kernel, mapping, epochs, batch size) form a *group* that
-trains as one fused model: their weights are stacked with `torch.func` and one
-`vmap`-ed step serves all of them, each with its own data order, initialisation,
-learning rate, weight decay and loss weights. Narrower members are zero-padded to the
-group's widths; padded weights get exactly zero gradient, so every member follows the
-same trajectory as if trained alone (`tests/test_distill.py` checks this). On a GPU the
-fused step runs in bf16 autocast and is replayed as a CUDA graph (tiny models are all
-launch overhead otherwise: 25k → 232k samples/s for one mentee on an H200)::
-
-    results = train_cohort(configs, splits, cache=MentorCache.build(mentor, splits.x_train, taps))
+Members that share a structure (family, depth, kernel, epochs, batch size, width
+bucket) are stacked with `torch.func` and one `vmap`-ed step serves all of them, each
+with its own data order, initialisation, learning rate, weight decay and loss weights.
+Narrower members are zero-padded to the group's widths; padded weights get exactly
+zero gradient, so every member follows the same trajectory as if trained alone
+(`tests/train/test_cohort.py` checks this). On a GPU the step runs in bf16 autocast and
+is replayed as a CUDA graph: tiny models are all launch overhead otherwise.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
-from torch.nn import functional as F
 
-from search.config import ArchConfig, HintConfig, MemberConfig, MemberResult
+from search.config import ArchConfig, HintConfig, MemberConfig
 from search.data import Splits
-from search.errors import UserError
-from search.measure import cost as model_cost
-from search.models import Mentor, Projection, create_mentee, forward_with_taps, logical_shapes, tap_shapes
+from search.models import Projection, create_mentee, forward_with_taps, logical_shapes, tap_shapes
+from search.train.cache import MentorCache
+from search.train.device import autocast
+from search.train.losses import member_loss
+from search.train.optim import lr_factor
 
-__all__ = ["METRICS", "register_metric", "MentorCache", "MenteeWithHints", "member_loss", "build_member",
-           "train_cohort", "group_key", "pick_device"]
+__all__ = ["FusedGroup", "MenteeWithHints", "build_member", "group_key"]
 
-# ------------------------------------------------------------------------- metrics
-
-METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
-
-
-def register_metric(name: str):
-    def deco(fn):
-        METRICS[name] = fn
-        return fn
-    return deco
-
-
-@register_metric("mse")
-def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a - b).pow(2).mean()
-
-
-@register_metric("rmse")
-def rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    # eps keeps the gradient finite when the projection matches exactly
-    return torch.sqrt((a - b).pow(2).mean() + 1e-12)
-
-
-@register_metric("cosine")
-def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return 1 - F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1, eps=1e-8).mean()
-
-
-# --------------------------------------------------------------------- mentor cache
-
-@dataclass
-class MentorCache:
-    """The mentor's logits and tapped features for every training sample, computed once.
-
-    Features are stored in fp16 (half the memory; a hint is a regression target, far
-    coarser than fp16's 3 significant digits) unless their range overflows fp16."""
-
-    logits: torch.Tensor  # [N, classes] fp32
-    feats: dict[str, torch.Tensor]  # tap name → [N, ...]
-
-    @classmethod
-    @torch.no_grad()
-    def build(cls, mentor: Mentor, x: torch.Tensor, taps: Sequence[str], batch: int = 2048) -> "MentorCache":
-        model = mentor.model.eval()
-        dev = next(model.parameters()).device
-        logits, feats = [], {t: [] for t in taps}
-        for i in range(0, len(x), batch):
-            out, fs = forward_with_taps(model, x[i:i + batch].to(dev), list(taps))
-            logits.append(out.float())
-            for t, f in zip(taps, fs):
-                feats[t].append(f.float())
-        cat = {t: torch.cat(v) for t, v in feats.items()}
-        return cls(torch.cat(logits), {t: v.half() if v.abs().max() < 6e4 else v for t, v in cat.items()})
-
-    def to(self, device: torch.device | str) -> "MentorCache":
-        return MentorCache(self.logits.to(device), {k: v.to(device) for k, v in self.feats.items()})
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in [self.logits, *self.feats.values()])
-
-
-# ------------------------------------------------------------------------- members
 
 class MenteeWithHints(nn.Module):
     """A mentee plus one projection per hint; `forward` returns logits and projected taps."""
@@ -142,22 +66,6 @@ def _tap_shapes(net: nn.Module, arch: ArchConfig, taps: tuple[str, ...], shape: 
     return _SHAPES[key]
 
 
-def member_loss(logits: torch.Tensor, preds: Sequence[torch.Tensor], y: torch.Tensor,
-                t_logits: torch.Tensor | None, t_feats: Sequence[torch.Tensor],
-                metrics: Sequence[str], w: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The mentee loss for one member. With no hints and w_kd = 0 this is exactly w_ce·CE."""
-    loss = w["ce"] * F.cross_entropy(logits.float(), y)
-    for k, (p, t) in enumerate(zip(preds, t_feats)):
-        loss = loss + w["hint"][k] * METRICS[metrics[k]](p.float(), t.float())
-    if t_logits is not None:
-        T = w["T"]
-        # KL(mentor ‖ mentee), written out: F.kl_div has no vmap batching rule (slow fallback)
-        log_t, log_s = F.log_softmax(t_logits / T, -1), F.log_softmax(logits.float() / T, -1)
-        kl = (log_t.exp() * (log_t - log_s)).sum(-1).mean()
-        loss = loss + w["kd"] * T * T * kl
-    return loss
-
-
 def group_key(cfg: MemberConfig) -> tuple:
     """Members with equal keys train fused. Width is bucketed by powers of two so that
     padding never more than doubles a member's width (and its compute). Mappings do not
@@ -166,26 +74,6 @@ def group_key(cfg: MemberConfig) -> tuple:
     a, t = cfg.arch, cfg.train
     bucket = math.ceil(math.log2(max(a.widths)))
     return (a.family, a.depth, a.kernel, a.batch_norm, bucket, t.epochs, t.batch_size, t.schedule)
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def lr_factor(schedule: str, step: int, total: int) -> float:
-    """Multiplier of the base learning rate at `step` of `total` (shared by a group)."""
-    p = step / max(total, 1)
-    if schedule == "constant":
-        return 1.0
-    if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * p))
-    if schedule == "onecycle":  # 30% linear warm-up from lr/25, then cosine to ~0
-        if p < 0.3:
-            return 1 / 25 + (1 - 1 / 25) * p / 0.3
-        return 0.5 * (1 + math.cos(math.pi * (p - 0.3) / 0.7))
-    raise UserError(f"unknown schedule '{schedule}'; expected cosine, onecycle or constant")
 
 
 # -------------------------------------------------------------------- fused group
@@ -315,7 +203,7 @@ class FusedGroup:
         t_logits = c.logits[ids] if self.kd else torch.zeros(ids.shape, device=ids.device)
         t_feats = [c.feats[t][ids] for t in self.teacher_taps]
         vloss = torch.func.vmap(self._loss, in_dims=(0, 0, 0, 0, 0, 0, 0), randomness="different")
-        with _autocast(ids.device):
+        with autocast(ids.device):
             loss = vloss(self.params, self.buffers, x, y, t_logits, t_feats, self.w)
         loss.sum().backward()  # members are independent: d(sum)/dθ_k = dL_k/dθ_k
         self._adamw()
@@ -403,7 +291,7 @@ class FusedGroup:
         f = torch.func.vmap(lambda p, b, xx: functional_call(self.base, (p, b), (xx,))[0], in_dims=(0, 0, None))
         correct = torch.zeros(len(self.cfgs), device=x.device)
         for i in range(0, len(x), chunk):
-            with _autocast(x.device):
+            with autocast(x.device):
                 logits = f(self.params, self.buffers, x[i:i + chunk])
             correct += (logits.argmax(-1) == y[i:i + chunk]).sum(1)
         return correct / len(x)
@@ -415,163 +303,3 @@ def _union_weights(cfg: MemberConfig, union: list[tuple[str, str, str]]) -> list
         w[union.index((h.student, h.teacher, h.metric))] = h.weight
     return w
 
-
-@contextlib.contextmanager
-def _on_stream(group: "FusedGroup", device: torch.device):
-    """Run `group`'s work on its own CUDA stream, ordered after everything issued so far on
-    the default stream (its tensors were made or re-stacked there). A no-op on the CPU."""
-    if device.type != "cuda":
-        yield
-        return
-    if getattr(group, "stream", None) is None:
-        group.stream = torch.cuda.Stream()
-    group.stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(group.stream):
-        yield
-
-
-def _autocast(device: torch.device):
-    """bf16 on CUDA (no weight cache: it would break graph replay); plain fp32 on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
-    return contextlib.nullcontext()
-
-
-# ------------------------------------------------------------------- cohort loop
-
-def _pareto_rank(acc: list[float], params: list[int]) -> list[int]:
-    """Non-dominated sorting rank (0 = on the front) on (acc max, params min)."""
-    n, rank, left = len(acc), [0] * len(acc), set(range(len(acc)))
-    r = 0
-    while left:
-        front = {i for i in left if not any(
-            acc[j] >= acc[i] and params[j] <= params[i] and (acc[j] > acc[i] or params[j] < params[i])
-            for j in left)}
-        for i in front:
-            rank[i] = r
-        left -= front
-        r += 1
-    assert len(rank) == n
-    return rank
-
-
-def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorCache | None = None,
-                 mentor_shapes: dict[str, tuple[int, ...]] | None = None,
-                 rungs: Sequence[int] = (), eta: int = 3, keep_weights: bool = True, use_graph: bool = True,
-                 fuse: bool = True, timing: dict[str, float] | None = None,
-                 on_epoch: Callable[[int, int], None] | None = None) -> list[MemberResult]:
-    """Train every member of a cohort; return one `MemberResult` per config, in order.
-
-    `splits` and `cache` must already be on the training device. `rungs` are epochs at
-    which successive halving drops all but the best 1/eta of the still-running members,
-    ranked by Pareto rank on (val acc, params) so that small mentees are not dropped
-    just for being small; a dropped member ends with status "pruned"."""
-    cfgs = list(cfgs)
-    mentor_shapes = mentor_shapes or {}
-    need = {h.teacher for c in cfgs for h in c.active_hints()}
-    if (need or any(c.w_kd > 0 for c in cfgs)) and cache is None:
-        raise ValueError("mentored members need a MentorCache")
-    missing = need - set(cache.feats if cache else ())
-    if missing:
-        raise ValueError(f"mentor cache lacks taps {sorted(missing)}")
-    dev = splits.x_train.device
-    if cache is not None and cache.logits.device != dev:
-        cache = cache.to(dev)
-    if dev.type == "cpu":
-        # Adam's second moments of tiny gradients go denormal; the CPU then runs them ~100× slower
-        torch.set_flush_denormal(True)
-    by_key: dict[tuple, list[int]] = {}
-    for i, c in enumerate(cfgs):
-        by_key.setdefault(group_key(c) if fuse else (i,), []).append(i)
-    t0 = time.perf_counter()
-    groups = [FusedGroup(ix, [cfgs[i] for i in ix], splits, mentor_shapes, dev, use_graph) for ix in by_key.values()]
-    t1 = time.perf_counter()
-    curves: list[dict[str, list[float]]] = [{"train_loss": [], "val_acc": []} for _ in cfgs]
-    test_acc = [float("nan")] * len(cfgs)
-    status = ["finished"] * len(cfgs)
-    errors: list[str | None] = [None] * len(cfgs)
-    real_params = [_cost(c.arch, splits)["params"] for c in cfgs]
-    epochs = max(c.train.epochs for c in cfgs)
-    steps_per_epoch = {id(g): max(1, len(splits.x_train) // g.cfgs[0].train.batch_size) for g in groups}
-    for e in range(epochs):
-        # launch every group's epoch and evaluation first, read the numbers after. On a GPU
-        # each group runs on its own CUDA stream: a tiny model's kernels fill a few SMs, so
-        # groups' steps run side by side instead of queueing behind each other.
-        launched = []
-        for g in groups:
-            ep = g.cfgs[0].train.epochs
-            if e >= ep:
-                continue
-            with _on_stream(g, dev):
-                loss = g.train_epoch(splits, cache, steps_per_epoch[id(g)] * ep)
-                val = g.accuracy(splits.x_val, splits.y_val)
-                test = g.accuracy(splits.x_test, splits.y_test) if e + 1 == ep else None  # test once, at the end
-            launched.append((g, loss, val, test))
-        if dev.type == "cuda":
-            torch.cuda.synchronize()  # every stream's epoch is done before its numbers are read
-        for g, loss, val, test in launched:
-            loss, val = loss.cpu(), val.cpu()
-            alive = []
-            for r, i in enumerate(g.idx):
-                curves[i]["train_loss"].append(float(loss[r]))
-                curves[i]["val_acc"].append(float(val[r]))
-                if test is not None:
-                    test_acc[i] = float(test[r])
-                if not math.isfinite(float(loss[r])):
-                    status[i], errors[i] = "failed", f"loss became {float(loss[r])} in epoch {e + 1}"
-                else:
-                    alive.append(r)
-            if len(alive) < len(g.idx):
-                g.keep(alive) if alive else groups.remove(g)
-        if e + 1 in rungs:
-            running = [(g, r, i) for g in groups for r, i in enumerate(g.idx) if e + 1 < g.cfgs[r].train.epochs]
-            if len(running) > 1:
-                ranks = _pareto_rank([curves[i]["val_acc"][-1] for _, _, i in running],
-                                     [real_params[i] for _, _, i in running])
-                order = sorted(range(len(running)), key=lambda j: (ranks[j], -curves[running[j][2]]["val_acc"][-1]))
-                stop = {running[j][2] for j in order[max(1, math.ceil(len(running) / eta)):]}
-                for g in list(groups):
-                    rows = [r for r, i in enumerate(g.idx) if i not in stop]
-                    for i in g.idx:
-                        if i in stop:
-                            status[i] = "pruned"
-                    if len(rows) < len(g.idx):
-                        g.keep(rows) if rows else groups.remove(g)
-        if on_epoch is not None:
-            on_epoch(e + 1, epochs)
-    t2 = time.perf_counter()
-    out = _results(cfgs, groups, splits, curves, test_acc, status, errors, keep_weights, (t2 - t1) / len(cfgs))
-    if timing is not None:  # where a cohort's seconds go, for benchmarks
-        timing.update(groups=len(by_key), build=t1 - t0, epochs=t2 - t1, results=time.perf_counter() - t2)
-    return out
-
-
-_COSTS: dict[tuple, dict[str, float]] = {}
-
-
-def _cost(arch: ArchConfig, splits: Splits) -> dict[str, float]:
-    """Cost of an architecture, measured once per process (MAC counting runs a forward)."""
-    key = (arch, tuple(splits.input_shape), splits.num_classes)
-    if key not in _COSTS:
-        _COSTS[key] = model_cost(create_mentee(arch, splits.input_shape, splits.num_classes), splits.input_shape)
-    return dict(_COSTS[key])
-
-
-def _results(cfgs, groups, splits, curves, test_acc, status, errors, keep_weights, share) -> list[MemberResult]:
-    """`share`: the cohort's training wall time divided among its members (they train together)."""
-    where = {i: (g, r) for g in groups for r, i in enumerate(g.idx)}
-    out = []
-    for i, c in enumerate(cfgs):
-        state = None
-        if i in where and keep_weights:
-            g, r = where[i]
-            state = g.crop(r, create_mentee(c.arch, splits.input_shape, splits.num_classes))
-        cv = curves[i]
-        out.append(MemberResult(
-            config=c, status=status[i],
-            val_acc=cv["val_acc"][-1] if cv["val_acc"] else float("nan"),
-            test_acc=test_acc[i] if status[i] == "finished" else float("nan"),
-            epochs_run=len(cv["val_acc"]), curves=cv,
-            cost=_cost(c.arch, splits), train_seconds=share,
-            state_dict=state, error=errors[i]))
-    return out

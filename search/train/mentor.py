@@ -14,9 +14,9 @@ from pathlib import Path
 
 from search.config import ArchConfig, MemberConfig, TrainConfig
 from search.data import Splits
-from search.distill import train_cohort
 from search.errors import TrainingDiverged, UserError
 from search.models import Mentor, create_mentee, load_mentor, save_mentor
+from search.train.cohort import train_cohort
 
 __all__ = ["train_mentor", "ensure_mentor", "mentor_from_spec"]
 

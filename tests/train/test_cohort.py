@@ -5,9 +5,11 @@ import torch
 from torch.nn import functional as F
 
 from search.config import ArchConfig, HintConfig, MemberConfig, TrainConfig
-from search.distill import MentorCache, member_loss, train_cohort
-from search.mentor import train_mentor
 from search.models import forward_with_taps
+from search.train.cache import MentorCache
+from search.train.cohort import train_cohort
+from search.train.losses import member_loss
+from search.train.mentor import train_mentor
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """What runs inside a Ray Tune trial: train one cohort and report it.
 
-Kept apart from `search.tune` so that a trial process imports torch and the training
+Kept apart from `search.sweep` so that a trial process imports torch and the training
 code only (no Optuna, no MLflow): trial processes start faster, and the driver-only
 rule (only the driver writes MLflow and Optuna) holds by construction.
 """
@@ -16,7 +16,9 @@ import torch
 
 from search.config import MemberConfig, MemberResult
 from search.data import Splits
-from search.distill import MentorCache, pick_device, train_cohort
+from search.train.cache import MentorCache
+from search.train.cohort import train_cohort
+from search.train.device import pick_device
 
 __all__ = ["cohort_trainable", "result_to_dict", "on_device"]
 

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from search.config import ArchConfig, HintConfig, MemberConfig, TrainConfig
-from search.distill import MentorCache, train_cohort
-from search.mentor import train_mentor
+from search.train.cache import MentorCache
+from search.train.cohort import train_cohort
+from search.train.mentor import train_mentor
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

@@ -1,4 +1,4 @@
-"""search.tune end to end with real components: a local Ray, sqlite MLflow, the Optuna study.
+"""search.sweep end to end with real components: a local Ray, sqlite MLflow, the Optuna study.
 
 Every space here is tiny (MNIST-1D, 300 samples, mentees of depth 1–2 and width 4–8, two
 epochs), so each sweep takes seconds. In-process sweeps reuse the session's `ray_local`
@@ -32,8 +32,8 @@ from search.errors import UserError
 from search.models import create_mentee
 from search.pareto import pareto_front
 from search.spaces import load_space
+from search.sweep.run import run_sweep
 from search.tracking import SweepTracker, load_member, load_runs
-from search.tune import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 N_SAMPLES = 300
@@ -108,7 +108,7 @@ def assert_budget_rule(trials: list, mentees: int) -> None:
 def shared_mentor(tmp_path_factory) -> Path:
     """One trained mentor for the sweeps below (the first test trains its own through the sweep)."""
     from search.config import ArchConfig
-    from search.mentor import train_mentor
+    from search.train.mentor import train_mentor
 
     path = tmp_path_factory.mktemp("mentor") / "m.pt"
     splits = load_dataset("mnist1d", n_samples=N_SAMPLES, seed=0)

@@ -1,0 +1,56 @@
+"""Ray Tune glue: a searcher that hands out whole cohorts, and a callback that records them."""
+
+from __future__ import annotations
+
+from search.sweep.driver import Driver
+
+__all__ = ['cohort_searcher', 'recorder_callback']
+
+def recorder_callback(driver: Driver):
+    from ray import tune
+
+    class Recorder(tune.Callback):
+        """Hands each finished cohort (metrics and checkpointed weights) to the driver."""
+
+        def __init__(self, driver: Driver):
+            self.driver = driver
+
+        def __getstate__(self) -> dict:  # Ray pickles callbacks into its experiment state;
+            return {}  # ours live in Optuna and MLflow, and the lock and thread can't be pickled
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            ckpt = trial.checkpoint
+            if ckpt is None:
+                self.driver.record(trial.config, trial.last_result, None)
+                return
+            with ckpt.as_directory() as d:
+                self.driver.record(trial.config, trial.last_result, d)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.driver.fail(trial.config, str(getattr(trial, "error_msg", None) or "trial raised an error"))
+
+    return Recorder(driver)
+
+
+def cohort_searcher(driver: Driver):
+    from ray.tune.search import Searcher
+
+    class CohortSearcher(Searcher):
+        """Each Ray trial's config is a whole cohort, asked from Optuna in one batch."""
+
+        def __init__(self, driver: Driver):
+            super().__init__()
+            self.driver = driver
+
+        def __getstate__(self) -> dict:
+            return {k: v for k, v in self.__dict__.items() if k != "driver"}
+
+        def suggest(self, trial_id: str) -> dict | None:
+            cohort = self.driver.next_cohort()
+            return cohort if cohort is not None else Searcher.FINISHED
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            pass  # the Recorder callback tells Optuna: it also has the checkpoint with the weights
+
+    return CohortSearcher(driver)
+
