@@ -61,7 +61,7 @@ AXES: dict[str, tuple[str, str]] = {
     "sram_int8": ("SRAM: peak activations at int8", "bytes"),
     "sram_fp32": ("SRAM: peak activations at fp32", "bytes"),
     "macs": ("MACs per sample", "count"),
-    "latency_ms": ("latency here (ONNX Runtime, 1 thread)", "ms"),
+    "latency_ms": ("latency here, 1-thread ONNX Runtime", "ms"),
 }
 
 _UNITS = {

@@ -1,0 +1,198 @@
+"""The Pareto dashboard: one self-contained HTML file (plotly.js inline, works offline) from a runs frame.
+
+    html = build_dashboard(runs, title="mnist1d sweep", devices=[get_device("stm32f746", load_devices())],
+                           picked={"run_id": "ab12", "curves": {"val_acc": [...], "train_loss": [...]}})
+    write_dashboard(html, Path("dashboards/mnist1d.html"))   # atomic: a reader never sees half a file
+
+`runs` has one row per mentee: run_id, status, independent, family, widths, kernel, mapping, seed,
+val_acc, test_acc and the cost axes of search.devices.AXES (params, bytes_fp32, bytes_int8, macs, and
+if measured sram_int8, sram_fp32, latency_ms; an axis whose column is absent or all NaN is skipped).
+Only finished rows are plotted: accuracy (val_acc) against one cost axis at a time, chosen by the
+buttons above the plot (or the URL: dashboard.html#axis=sram_int8). Mentored and independent mentees
+are two series; the Pareto front over all of them is a staircase; each device's budget on the shown
+axis is a dashed vertical line labelled with its name; a second panel shows the picked mentee's curves.
+
+Hooks for tests and scripts (stable across versions): the plot is #front-plot, the curves #picked-plot,
+axis buttons a.axis-button[data-axis], budget lines and their labels carry data-device="<name>" once
+the plot is drawn, device rows tr[data-device], and <body data-ready="true"> says the plots are drawn.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from search.devices import AXES, DeviceProfile, format_cost
+from search.pareto import pareto_front
+
+__all__ = ["build_dashboard", "write_dashboard", "TEMPLATE"]
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "dashboards" / "template.html"
+_UNIT = {"count": "", "bytes": "bytes", "ms": "ms"}
+_CONFIG_COLS = ("family", "widths", "kernel", "mapping", "seed")
+_ACC_LABEL = {"val_acc": "validation accuracy", "test_acc": "test accuracy"}
+
+
+def _is_true(v: Any) -> bool:
+    # Tracking stores may hand booleans back as strings ("True") or 0/1.
+    return str(v).strip().lower() in ("true", "1", "1.0", "yes")
+
+
+def _num(v: Any) -> float | None:
+    """A plain float for JSON, None for missing (JSON has no NaN)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _show(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True)
+    if isinstance(v, (list, tuple)) or hasattr(v, "tolist"):
+        v = v.tolist() if hasattr(v, "tolist") else v
+        return "[" + ", ".join(str(x) for x in v) + "]" if isinstance(v, list) else str(v)
+    return str(v)
+
+
+def _hover(row: pd.Series, acc: str, axes: list[str]) -> str:
+    """Run id, config, accuracies and costs of one mentee, as plotly hover HTML (values escaped)."""
+    e = html_lib.escape
+    kind = "independent" if _is_true(row.get("independent")) else "mentored"
+    config = " · ".join(f"{c} {e(_show(row[c]))}" for c in _CONFIG_COLS if c in row.index)
+    accs = " · ".join(f"{c} {row[c]:.4f}" for c in dict.fromkeys((acc, "val_acc", "test_acc"))
+                      if c in row.index and _num(row[c]) is not None)
+    costs = " · ".join(f"{a} {format_cost(a, float(row[a]))}" for a in axes if _num(row.get(a)) is not None)
+    return f"<b>{e(str(row['run_id']))}</b> ({kind})<br>{config}<br>{accs}<br>{costs}"
+
+
+def _budget_text(d: DeviceProfile) -> str:
+    parts = []
+    for b in d.budgets:
+        s = f"{b.axis} ≤ {format_cost(b.axis, b.limit)}"
+        if b.overhead:
+            s += f" incl. {format_cost(b.axis, b.overhead)} runtime"
+        if b.scale != 1:
+            s += f" at ×{b.scale:g} the latency here"
+        parts.append(s)
+    return "; ".join(parts) or "no budgets"
+
+
+def _device_rows(devices: Sequence[DeviceProfile], done: pd.DataFrame, acc: str) -> str:
+    e = html_lib.escape
+    rows = []
+    for d in devices:
+        fit = done[[d.fits(r) for _, r in done.iterrows()]] if len(done) else done
+        fit = fit.dropna(subset=[acc]) if len(fit) else fit
+        if len(fit):
+            best = fit.sort_values([acc, "params", "run_id"], ascending=[False, True, True], kind="mergesort").iloc[0]
+            best_s = f"{e(str(best['run_id']))} ({acc} {float(best[acc]):.4f})"
+        else:
+            best_s = "none fits"
+        rows.append(f'<tr data-device="{e(d.name)}"><td><b>{e(d.name)}</b><br><small>{e(d.description)}</small></td>'
+                    f"<td>{e(_budget_text(d))}</td><td class=num>{len(fit)}</td><td>{best_s}</td>"
+                    f"<td><small>{e(d.source)}</small></td></tr>")
+    return "\n".join(rows)
+
+
+def _axis_spec(done: pd.DataFrame, series: dict[str, pd.DataFrame], axis: str, acc: str,
+               devices: Sequence[DeviceProfile], picked_row: pd.Series | None) -> dict:
+    label, kind = AXES[axis]
+    front = pareto_front(done, acc=acc, cost=axis)
+    ind = done[done["independent"].map(_is_true)]
+    ind_front = pareto_front(ind, acc=acc, cost=axis) if len(ind) else ind
+    budgets = []
+    for d in devices:
+        b = d.budget(axis)
+        if b is not None and b.max_cost > 0:
+            note = f"{d.name}: {axis} ≤ {format_cost(axis, b.max_cost)}"
+            if b.overhead or b.scale != 1:
+                note += f" (device limit {format_cost(axis, b.limit)}"
+                note += f", {format_cost(axis, b.overhead)} runtime)" if b.overhead else f" at ×{b.scale:g})"
+            budgets.append({"device": d.name, "value": b.max_cost, "note": note})
+    return {
+        "key": axis, "label": label, "title": f"{label} ({_UNIT[kind]}, log scale)" if _UNIT[kind]
+        else f"{label} (log scale)", "suffix": "B" if kind == "bytes" else (" ms" if kind == "ms" else ""),
+        "x": {name: [_num(v) for v in s[axis]] for name, s in series.items()},
+        "front": {"x": [_num(v) for v in front[axis]], "y": [_num(v) for v in front[acc]],
+                  "ids": [str(v) for v in front["run_id"]]},
+        "independent_front": {"x": [_num(v) for v in ind_front[axis]], "y": [_num(v) for v in ind_front[acc]]},
+        "budgets": budgets,
+        "picked": None if picked_row is None else _num(picked_row.get(axis)),
+    }
+
+
+def build_dashboard(runs: pd.DataFrame, *, title: str, devices: Sequence[DeviceProfile] = (),
+                    picked: dict | None = None, acc: str = "val_acc") -> str:
+    """One self-contained HTML page: accuracy (`acc`) against each cost axis, with the Pareto
+    staircase, the devices' budget lines and the picked mentee's curves. See the module docstring."""
+    from plotly.offline import get_plotlyjs  # the plotly package ships plotly.js: inlined, no CDN
+
+    done = runs[runs["status"] == "finished"] if "status" in runs.columns else runs.iloc[0:0]
+    done = done.reset_index(drop=True)
+    axes = [a for a in AXES if a in done.columns and pd.to_numeric(done[a], errors="coerce").notna().any()]
+    ind = done["independent"].map(_is_true) if "independent" in done.columns else pd.Series(False, index=done.index)
+    series = {"mentored": done[~ind], "independent": done[ind]}
+    picked_row = None
+    if picked is not None and len(done):
+        hit = done[done["run_id"].astype(str) == str(picked.get("run_id"))]
+        picked_row = hit.iloc[0] if len(hit) else None
+    acc_vals = [_num(v) for v in done[acc]] if acc in done.columns else []
+    as_percent = all(v is None or 0 <= v <= 1 for v in acc_vals)
+    data = {
+        "title": title, "acc": acc, "acc_percent": as_percent, "acc_label": _ACC_LABEL.get(acc, acc),
+        "series": [{"name": name, "n": len(s), "y": [_num(v) for v in s[acc]] if acc in s.columns else [],
+                    "text": [_hover(r, acc, axes) for _, r in s.iterrows()], "ids": [str(v) for v in s["run_id"]]}
+                   for name, s in series.items()],
+        "axes": [_axis_spec(done, series, a, acc, devices, picked_row) for a in axes] if acc in done.columns else [],
+        "picked": None if picked is None else {
+            "run_id": str(picked.get("run_id")),
+            "y": None if picked_row is None else _num(picked_row.get(acc)),
+            "curves": {str(k): [_num(v) for v in vals] for k, vals in (picked.get("curves") or {}).items()},
+        },
+    }
+    n_other = len(runs) - len(done)
+    summary = (f"{len(done)} finished mentees ({len(series['mentored'])} mentored, {len(series['independent'])} "
+               f"independent); accuracy is {acc}."
+               + (f" {n_other} {'run' if n_other == 1 else 'runs'} not finished (pruned, failed or running) "
+                  "not shown." if n_other else ""))
+    buttons = "".join(f'<a class="axis-button" data-axis="{a}" href="#axis={a}">{html_lib.escape(AXES[a][0])}</a>'
+                      for a in axes)
+    # Inside <script>, "</" would end the element: JSON allows "<\/" for the same character pair.
+    data_json = json.dumps(data, allow_nan=False).replace("</", "<\\/")
+    fill = {
+        "TITLE": html_lib.escape(title), "SUMMARY": html_lib.escape(summary), "AXIS_BUTTONS": buttons,
+        "DEVICE_ROWS": _device_rows(devices, done, acc) if acc in done.columns else "",
+        "DEVICES_HIDDEN": "" if devices else "hidden", "PLOTLY_JS": get_plotlyjs(), "DATA": data_json,
+    }
+    # One pass: a filled-in value (plotly.js, a title) is never scanned for more placeholders.
+    return re.sub(r"\{\{([A-Z_]+)\}\}", lambda m: fill[m.group(1)], TEMPLATE.read_text(encoding="utf-8"))
+
+
+def write_dashboard(html: str, path: Path) -> Path:
+    """Write atomically: a temp file beside `path`, then rename over it (a browser or MLflow reading the
+    old file never sees half of the new one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(html)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a dashboard is for reading
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
