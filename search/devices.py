@@ -4,7 +4,7 @@
     dev = get_device("stm32f746", devices)       # unknown name → UserError naming the closest one
     dev.fits(row)                                # row: a mapping (or pandas row) of cost axes, see AXES
     for miss in dev.check(row):                  # which budget fails and by how much, e.g.
-        print(miss)  # sram_int8: 400 KB + 32.77 KB overhead = 432.8 KB > 327.7 KB (over by 105.1 KB)
+        print(miss)  # sram_int8: 300 KB + 32 KiB overhead = 332.8 KB > 320 KiB (over by 5.088 KB)
 
 A profile file maps device names to budgets; every budget is optional::
 
@@ -155,10 +155,15 @@ def _is_nan(v: Any) -> bool:
 
 
 def format_cost(axis: str, v: float) -> str:
-    """A cost in its unit for people: 327.7 KB, 1.5M, 0.42 ms (sizes in KB = 1000 B, like the dashboard)."""
+    """A cost in its unit for people: 327.7 KB, 1.5M, 0.42 ms. Sizes in KB = 1000 B like the dashboard's
+    axes, except whole KiB/MiB/GiB (a vendor's "320 KB" of SRAM), which stay binary: 320 KiB."""
     kind = AXES.get(axis, ("", "count"))[1]
     if kind == "ms":
         return f"{v:.3g} ms"
+    if kind == "bytes" and v >= 1024 and v == int(v):
+        binary = next(((v / f, s) for f, s in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")) if v % f == 0), None)
+        if binary:
+            return f"{binary[0]:g} {binary[1]}"
     suffixes = [(1e9, "G"), (1e6, "M"), (1e3, "k")]
     scaled = next(((v / f, s) for f, s in suffixes if abs(v) >= f), (v, ""))
     num = f"{scaled[0]:.4g}"
