@@ -23,15 +23,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import setup  # noqa: E402
-from search.config import ArchConfig, HintConfig, MemberConfig, TrainConfig  # noqa: E402
+from search.config import ArchConfig, MemberConfig, TermConfig, TrainConfig  # noqa: E402
 from search.train.cohort import train_cohort  # noqa: E402
 
-SETTINGS = {  # name → (hints, w_kd, T)
-    "hint last→layer4 rmse 0.1": ((HintConfig("layer3", "layer4", "rmse", 0.1),), 0.0, 4.0),
-    "hint last→layer4 rmse 1.0": ((HintConfig("layer3", "layer4", "rmse", 1.0),), 0.0, 4.0),
-    "hint last→layer3 cosine 0.1": ((HintConfig("layer3", "layer3", "cosine", 0.1),), 0.0, 4.0),
-    "KD T=4 w=1": ((), 1.0, 4.0),
-    "KD T=4 w=0.1": ((), 0.1, 4.0),
+
+def _hint(teacher: str, metric: str, w: float) -> TermConfig:
+    return TermConfig("hint", w, {"student": "layer3", "teacher": teacher, "metric": metric})
+
+
+SETTINGS = {  # name → the mentor terms
+    "hint last→layer4 rmse 0.1": (_hint("layer4", "rmse", 0.1),),
+    "hint last→layer4 rmse 1.0": (_hint("layer4", "rmse", 1.0),),
+    "hint last→layer3 cosine 0.1": (_hint("layer3", "cosine", 0.1),),
+    "KD T=4 w=1": (TermConfig("kd", 1.0, {"temperature": 4.0}),),
+    "KD T=4 w=0.1": (TermConfig("kd", 0.1, {"temperature": 4.0}),),
+    "attention last→layer4 w=100": (TermConfig("attention", 100.0, {"student": "layer3", "teacher": "layer4"}),),
 }
 
 
@@ -55,8 +61,8 @@ def main() -> None:
             base = MemberConfig(ArchConfig("conv1d", (w, w, w), 5), train)
             cfgs.append(base)
             keys.append((w, "independent", s))
-            for name, (hints, kd, T) in SETTINGS.items():
-                cfgs.append(MemberConfig(base.arch, train, hints=hints, w_kd=kd, temperature=T))
+            for name, terms in SETTINGS.items():
+                cfgs.append(MemberConfig(base.arch, train, (*base.terms, *terms)))
                 keys.append((w, name, s))
     t0 = time.perf_counter()
     res = train_cohort(cfgs, splits, cache=cache, mentor_shapes=shapes, keep_weights=False)

@@ -31,10 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import setup  # noqa: E402
-from search.config import ArchConfig, HintConfig, MemberConfig, TrainConfig  # noqa: E402
+from search.config import ArchConfig, MemberConfig, TermConfig, TrainConfig  # noqa: E402
 from search.train.cohort import train_cohort  # noqa: E402
 from search.train.group import build_member  # noqa: E402
-from search.train.losses import member_loss  # noqa: E402
 
 
 def make_configs(n: int, epochs: int, seed: int = 0) -> list[MemberConfig]:
@@ -45,8 +44,9 @@ def make_configs(n: int, epochs: int, seed: int = 0) -> list[MemberConfig]:
         depth, width, growth = rng.choice([1, 2, 3]), rng.choice([4, 8, 16, 32]), rng.choice([1, 2])
         arch = ArchConfig("conv1d", tuple(min(128, width * growth ** i) for i in range(depth)), 5)
         train = TrainConfig(epochs=epochs, batch_size=128, lr=10 ** rng.uniform(-2.5, -1.5), seed=len(out))
-        hint = HintConfig(f"layer{depth}", rng.choice(["layer3", "layer4"]), "rmse", 10 ** rng.uniform(-2, 0))
-        mentored = MemberConfig(arch=arch, train=train, hints=(hint,))
+        hint = TermConfig("hint", 10 ** rng.uniform(-2, 0), {"student": f"layer{depth}", "metric": "rmse",
+                                                             "teacher": rng.choice(["layer3", "layer4"])})
+        mentored = MemberConfig(arch=arch, train=train, terms=(TermConfig("ce", 1.0), hint))
         out += [mentored.twin(), mentored]
     return out[:n]
 
@@ -63,15 +63,15 @@ def plain_trainable(config, payload, configs):
     splits, cache = on_device(payload)
     dev = splits.x_train.device
     torch.manual_seed(cfg.train.seed)
-    model = build_member(cfg.arch, cfg, splits.input_shape, splits.num_classes, payload["mentor_shapes"]).to(dev)
+    terms = cfg.active_terms()
+    model = build_member(cfg.arch, terms, splits.input_shape, splits.num_classes, payload.mentor_shapes).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     n, bs = len(splits.x_train), cfg.train.batch_size
     steps = n // bs
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps * cfg.train.epochs)
     gen = torch.Generator().manual_seed(cfg.train.seed)
-    w = {"ce": torch.tensor(cfg.w_ce), "kd": torch.tensor(cfg.w_kd), "T": torch.tensor(cfg.temperature),
-         "hint": torch.tensor([h.weight for h in cfg.active_hints()])}
-    teacher = [h.teacher for h in cfg.active_hints()]
+    w = torch.tensor([t.weight for t in terms], device=dev)
+    teacher = [t.params["teacher"] for t in terms if "teacher" in t.params]
     params = sum(p.numel() for p in model.net.parameters())
     for epoch in range(cfg.train.epochs):
         model.train()
@@ -79,9 +79,9 @@ def plain_trainable(config, payload, configs):
         for i in range(steps):
             ids = order[i * bs:(i + 1) * bs]
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                logits, preds = model(splits.x_train[ids])
-                targets = [p.target(cache.feats[t][ids]) for p, t in zip(model.proj, teacher)]
-                loss = member_loss(logits, preds, splits.y_train[ids], None, targets, ["rmse"] * len(teacher), w)
+                _, losses = model(splits.x_train[ids], splits.y_train[ids], {t: cache.feats[t][ids] for t in teacher},
+                                  [{} for _ in terms])
+                loss = (w * losses).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -131,7 +131,9 @@ def run_cohort(space, configs, uri: str) -> dict:
     s = run_sweep(space, tracking_uri=uri, configs=configs, workdir="bench-work", show_progress=False)
     ray.shutdown()
     df = load_runs(uri, parent_run_id=s.parent_run_id)
-    rows = [{"idx": int(r.member_id.split("-")[1]), "val_acc": r.val_acc, "params": r.params}
+    # a config is its architecture, seed and arm (each pair of make_configs shares arch and seed)
+    idx = {(c.arch.key(), c.train.seed, c.independent): i for i, c in enumerate(configs)}
+    rows = [{"idx": idx[(r.arch_key, r.seed, bool(r.independent))], "val_acc": r.val_acc, "params": r.params}
             for r in df.itertuples() if r.status == "finished"]
     return {"wall_s": s.seconds, "rows": rows, "trials": s.trials, "phases": s.phases,
             "trial_timings": s.trial_timings}
@@ -144,8 +146,9 @@ def step_throughput(splits, cache, shapes, ks=(1, 8, 32, 64, 128), epochs: int =
     out = []
     for k in ks:
         for graph in ([False, True] if splits.x_train.is_cuda else [False]):
+            hint = TermConfig("hint", 0.1, {"student": "layer2", "teacher": "layer4", "metric": "rmse"})
             cfgs = [MemberConfig(ArchConfig("conv1d", (16, 32), 5), TrainConfig(epochs=epochs, seed=i),
-                                 hints=(HintConfig("layer2", "layer4", "rmse", 0.1),)) for i in range(k)]
+                                 (TermConfig("ce", 1.0), hint)) for i in range(k)]
             train_cohort(cfgs[:1], splits, cache=cache, mentor_shapes=shapes, use_graph=graph)  # warm-up
             if splits.x_train.is_cuda:
                 torch.cuda.synchronize()
@@ -182,10 +185,11 @@ def main() -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
     b = setup(args.space)
-    space, card, splits, mentor, taps, cache, shapes = b.space, b.card, b.splits, b.mentor, b.taps, b.cache, b.shapes
+    space, card, splits, taps, cache, shapes = b.space, b.card, b.splits, b.taps, b.cache, b.shapes
     gpus = torch.cuda.device_count()
     configs = make_configs(args.mentees, args.epochs)
-    space = space.model_copy(update={"mapping": space.mapping.model_copy(update={"taps": {"last": taps}})})
+    hint = space.terms["hint"].model_copy(update={"taps": {"last": taps}})
+    space = space.model_copy(update={"terms": {"ce": space.terms["ce"], "hint": hint}})
     uri = f"sqlite:///{Path('bench-work').resolve()}/mlflow.db"
     Path("bench-work").mkdir(exist_ok=True)
     res: dict = {"card": card, "gpus": gpus, "mentees": len(configs), "epochs": args.epochs,
@@ -197,10 +201,11 @@ def main() -> None:
     if args.only in (None, "cohort"):
         res["cohort"] = run_cohort(space, configs, uri)
     if args.only in (None, "plain"):
-        from search.sweep.plan import plan_sweep
-        from search.sweep.plan import trial_payload as _payload
+        from search.sweep.plan import plan_sweep, trial_payload
         plan = plan_sweep(space, gpus=gpus)
-        res["plain"] = run_plain(configs, _payload(plan, cache, mentor, taps), gpus, uri)
+        feats = {k: v.cpu().numpy() for k, v in cache.feats.items()}
+        mentor_out = {"logits": cache.logits.cpu().numpy(), "feats": feats, "shapes": shapes}
+        res["plain"] = run_plain(configs, trial_payload(plan, mentor_out), gpus, uri)
 
     ref = max(c["params"] for k in ("plain", "cohort") if k in res for c in res[k]["rows"]) * 1.1 \
         if any(k in res for k in ("plain", "cohort")) else 0

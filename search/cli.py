@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
-import statistics
 import sys
 from pathlib import Path
 from typing import Optional
@@ -62,6 +62,13 @@ def _widths(text: str, flag: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
+def _number(flag: str, value: float, *, low: float, strict: bool = False) -> None:
+    # Checked in the command, not with typer's min=: a click usage error prints a multi-line box, and
+    # click takes "nan" and "inf" as floats; a bad number must be one line before any work starts.
+    if not math.isfinite(value) or value < low or (strict and value == low):
+        raise UserError(f"{flag}: expected a number {'>' if strict else '≥'} {low:g}, got {value:g}")
+
+
 # ------------------------------------------------------------------ mentor
 
 @mentor_app.command("train")
@@ -75,11 +82,13 @@ def mentor_train(
     widths: str = typer.Option("64,128,128,128", help="Channels / hidden sizes per layer."),
     kernel: int = typer.Option(5, help="Convolution kernel size."),
     batch_norm: bool = typer.Option(True, help="Batch norm after each convolution."),
-    epochs: int = typer.Option(60, min=1, help="Training epochs."),
+    epochs: int = typer.Option(60, help="Training epochs (≥ 1)."),
     lr: float = typer.Option(3e-3, help="Peak learning rate (one-cycle)."),
     seed: int = typer.Option(0, help="Seed for the split, the initialisation and the data order."),
     out: Path = typer.Option(Path("mentors/mentor.pt"), help="Where to save the mentor."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    workers: int = typer.Option(1, help="Data-parallel workers (Ray Train DDP; one GPU each with --device "
+                                        "cuda/auto on a GPU machine, else one CPU each)."),
 ):
     """Train a mentor network and save it (spec + state dict) for later sweeps."""
     from search.config import ArchConfig
@@ -88,33 +97,47 @@ def mentor_train(
     from search.train.device import pick_device
     from search.train.mentor import train_mentor
 
+    _number("--workers", workers, low=1)
     if space is not None:
         from search.spaces import load_space
         sp = load_space(space)
         d, m = sp.dataset, sp.mentor
         dataset, root, n_samples, seed = d.name, d.root, d.n_samples, d.seed
-        arch = ArchConfig(m.arch.family, tuple(m.arch.widths), m.arch.kernel, m.arch.batch_norm)
+        arch = m.arch.config()
         epochs, lr, out = m.epochs, m.lr, Path(m.path)
     else:
         arch = ArchConfig(family, _widths(widths, "--widths"), kernel, batch_norm)
+        for flag, v, low in (("--epochs", epochs, 1), ("--kernel", kernel, 1)):
+            _number(flag, v, low=low)
+        _number("--lr", lr, low=0, strict=True)
+    if out.is_dir():  # found now, not when the trained mentor is saved
+        raise UserError(f"{out}: is a directory; expected the mentor file to write, e.g. {out / 'mentor.pt'}")
     splits = load_dataset(dataset, root=root, n_samples=n_samples, seed=seed)
     dev = pick_device(device)
-    _console().print(f"mentor {arch.family} {list(arch.widths)} on {splits.summary()} ({dev})")
-    with Progress(epochs, "mentor epochs") as bar:
-        _, metrics = train_mentor(arch, splits.to(dev), epochs=epochs, lr=lr, seed=seed, out=out,
-                                  on_epoch=lambda e, n: bar.advance(1))
+    if workers > 1:  # data-parallel: Ray Train workers, NCCL on GPUs, gloo on CPUs
+        from search.train.ddp import train_mentor_ddp
+        _console().print(f"mentor {arch.family} {list(arch.widths)} on {splits.summary()} "
+                         f"({workers} DDP workers, {'GPU' if dev.type == 'cuda' else 'CPU'} each)")
+        _, metrics = train_mentor_ddp(arch, splits, workers=workers, use_gpu=dev.type == "cuda", epochs=epochs,
+                                      lr=lr, seed=seed, out=out)
+    else:
+        _console().print(f"mentor {arch.family} {list(arch.widths)} on {splits.summary()} ({dev})")
+        with Progress(epochs, "mentor epochs") as bar:
+            _, metrics = train_mentor(arch, splits.to(dev), epochs=epochs, lr=lr, seed=seed, out=out,
+                                      on_epoch=lambda e, n: bar.advance(1))
     typer.echo(f"mentor saved to {out}: val acc {metrics['val_acc']:.4f}, test acc {metrics['test_acc']:.4f}, "
                f"{int(metrics['params']):,} params")
 
 
 # ----------------------------------------------------------------- compare
 
-def _parse_hint(text: str, metric: str, weight: float):
-    from search.config import HintConfig
+def _parse_hint(text: str, metric: str, weight: float, depth: int):
+    from search.config import TermConfig
     s, sep, t = text.partition(":")
     if not sep or not s or not t:
         raise UserError(f"--hint: '{text}' should be MENTEE_TAP:MENTOR_TAP, e.g. last:layer3")
-    return HintConfig(s, t, metric, weight)
+    return TermConfig("hint", weight, {"student": f"layer{depth}" if s == "last" else s, "teacher": t,
+                                       "metric": metric})
 
 
 @app.command()
@@ -134,70 +157,39 @@ def compare(
     weight: float = typer.Option(0.1, help="Weight of each hint term."),
     kd: float = typer.Option(0.0, help="Weight of the soft-target (KL) term."),
     temperature: float = typer.Option(4.0, help="Soft-target temperature."),
-    epochs: int = typer.Option(60, min=1, help="Epochs per mentee."),
+    epochs: int = typer.Option(60, help="Epochs per mentee (≥ 1)."),
     lr: float = typer.Option(1e-2, help="Learning rate."),
     batch_size: int = typer.Option(128, help="Batch size."),
-    seeds: int = typer.Option(3, min=1, help="Seeds to average over."),
+    seeds: int = typer.Option(3, help="Seeds to average over (≥ 1)."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
 ):
     """Train one mentee independently and mentored over N seeds; print both side by side."""
-    from search.config import ArchConfig, MemberConfig, TrainConfig
+    from search.config import ArchConfig, TermConfig
     from search.data import load_dataset
-    from search.models import check_taps, create_mentee
     from search.progress import Progress
-    from search.spaces import MentorSpec
-    from search.train.cache import MentorCache
-    from search.train.cohort import train_cohort
-    from search.train.device import pick_device
+    from search.train.compare import compare_mentorship
     from search.train.losses import METRICS
-    from search.train.mentor import mentor_from_spec
 
     if metric not in METRICS:
         raise UserError(f"--metric: unknown metric '{metric}'; expected one of {', '.join(sorted(METRICS))}")
-    splits = load_dataset(dataset, root=root, n_samples=n_samples, seed=split_seed)
+    if fmt not in ("table", "json"):
+        raise UserError(f"--format: '{fmt}' is not table or json")
+    # Every flag is checked before the dataset loads: a typo costs a blink, not a minute.
     arch = ArchConfig(family, _widths(widths, "--widths"), kernel, batch_norm)
-    net = create_mentee(arch, splits.input_shape, splits.num_classes)
-    hints = []
-    for h in hint:
-        hc = _parse_hint(h, metric, weight)
-        if hc.student == "last":
-            hc = hc.__class__(f"layer{arch.depth}", hc.teacher, hc.metric, hc.weight)
-        check_taps(net, [hc.student], "--hint (mentee side)")
-        hints.append(hc)
-    if not mentor.exists():
-        raise UserError(f"{mentor}: mentor file not found; train one with `mentee mentor train --out {mentor}`")
-    mt = mentor_from_spec(MentorSpec(path=str(mentor)), splits)
-    for hc in hints:
-        if hc.teacher not in mt.taps:
-            raise UserError(f"--hint: the mentor has no tap '{hc.teacher}'; its taps are {', '.join(mt.taps)}")
-    dev = pick_device(device)
-    splits = splits.to(dev)
-    mt.model.to(dev)
-    teacher_taps = sorted({h.teacher for h in hints})
-    cache = MentorCache.build(mt, splits.x_train, teacher_taps)
-    shapes = dict(zip(teacher_taps, mt.tap_shapes(teacher_taps)))
-    cfgs = []
-    for s in range(seeds):
-        train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=s)
-        mentored = MemberConfig(arch=arch, train=train, hints=tuple(hints), w_kd=kd, temperature=temperature)
-        cfgs += [mentored.twin(), mentored]
+    for flag, v, low in (("--epochs", epochs, 1), ("--seeds", seeds, 1), ("--batch-size", batch_size, 1),
+                         ("--kernel", kernel, 1), ("--weight", weight, 0), ("--kd", kd, 0)):
+        _number(flag, v, low=low)
+    for flag, v in (("--lr", lr), ("--temperature", temperature)):
+        _number(flag, v, low=0, strict=True)
+    terms = [_parse_hint(h, metric, weight, arch.depth) for h in hint]
+    if kd:
+        terms.append(TermConfig("kd", kd, {"temperature": temperature}))
+    splits = load_dataset(dataset, root=root, n_samples=n_samples, seed=split_seed)
     with Progress(epochs, f"{2 * seeds} mentees fused") as bar:
-        results = train_cohort(cfgs, splits, cache=cache, mentor_shapes=shapes, keep_weights=False,
-                               on_epoch=lambda e, n: bar.advance(1))
-    bad = [r for r in results if r.status != "finished"]
-    if bad:
-        raise TrainingDiverged(f"{len(bad)} run(s) failed: {bad[0].error}")
-    ind = [r.test_acc for r in results[0::2]]
-    men = [r.test_acc for r in results[1::2]]
-    row = {"arch": f"{family} {list(arch.widths)}", "params": results[0].cost["params"],
-           "mapping": ", ".join(f"{h.student}->{h.teacher}:{h.metric}@{h.weight:g}" for h in hints)
-           + (f", kd@{kd:g}/T{temperature:g}" if kd else ""),
-           "seeds": seeds, "independent": ind, "mentored": men,
-           "independent_mean": statistics.fmean(ind), "mentored_mean": statistics.fmean(men),
-           "independent_std": statistics.pstdev(ind), "mentored_std": statistics.pstdev(men),
-           "gain": statistics.fmean(men) - statistics.fmean(ind),
-           "mentor_test_acc": mt.spec.get("metrics", {}).get("test_acc")}
+        row = compare_mentorship(mentor, splits, arch, terms, seeds=seeds, epochs=epochs, lr=lr,
+                                 batch_size=batch_size, device=device, on_epoch=lambda e, n: bar.advance(1))
+    ind, men = row["independent"], row["mentored"]
     if fmt == "json":
         typer.echo(json.dumps(row))
         return
@@ -311,11 +303,12 @@ def pick(
     from search.pareto import parse_budget
     from search.pareto import pick as pick_row
 
-    if not (max_params or max_bytes or max_macs):
+    if max_params is None and max_bytes is None and max_macs is None:
         raise UserError("pick: give at least one of --max-params, --max-bytes, --max-macs")
-    budget = {"max_params": parse_budget("--max-params", max_params) if max_params else None,
-              "max_bytes": parse_budget("--max-bytes", max_bytes) if max_bytes else None,
-              "max_macs": parse_budget("--max-macs", max_macs) if max_macs else None}
+    # `is not None`: an empty --max-bytes "" is a mistake to name, not a budget to drop
+    budget = {"max_params": parse_budget("--max-params", max_params) if max_params is not None else None,
+              "max_bytes": parse_budget("--max-bytes", max_bytes) if max_bytes is not None else None,
+              "max_macs": parse_budget("--max-macs", max_macs) if max_macs is not None else None}
     row = pick_row(_runs(tracking_uri, experiment), **budget)
     if row is None:
         raise UserError("pick: no finished mentee fits that budget")
@@ -352,13 +345,17 @@ def export_cmd(
 @_friendly
 def ui(
     tracking_uri: Optional[str] = typer.Option(None, help=URI_HELP),
-    port: int = typer.Option(5000, help="Port on 127.0.0.1."),
+    port: int = typer.Option(5000, help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; only this machine can connect unless you "
+                                                "pass another (0.0.0.0 = every network: the UI has no login)."),
 ):
-    """Start the MLflow UI for the tracking store on 127.0.0.1."""
+    """Start the MLflow UI for the tracking store on 127.0.0.1 (or --host)."""
     from search.tracking import resolve_uri, ui_command
 
-    argv = ui_command(resolve_uri(tracking_uri), port=port)
-    typer.echo(f"MLflow UI on http://127.0.0.1:{port}  (Ctrl-C stops it)")
+    if not 0 < port < 65536:
+        raise UserError(f"--port: expected 1..65535, got {port}")
+    argv = ui_command(resolve_uri(tracking_uri), host=host, port=port)
+    typer.echo(f"MLflow UI on http://{host}:{port}  (Ctrl-C stops it)")
     os.execvp(argv[0], argv)
 
 
@@ -366,12 +363,13 @@ def ui(
 @_friendly
 def quickstart(
     workdir: Path = typer.Option(Path("."), help="Where mentors/, mlflow.db and mentee-runs/ go."),
-    mentees: int = typer.Option(24, min=2, help="Mentees in the sweep (twins included)."),
+    mentees: int = typer.Option(24, help="Mentees in the sweep (≥ 2, twins included)."),
 ):
     """Mentor on MNIST-1D, a small sweep, the Pareto front and a pick, all recorded in MLflow."""
     from search.spaces import load_space
     from search.sweep.run import run_sweep
 
+    _number("--mentees", mentees, low=2)  # before workdir is created
     workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(workdir)
     space_file = Path(__file__).resolve().parent.parent / "spaces" / "quickstart.yaml"

@@ -17,18 +17,20 @@ import difflib
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from search.config import COST_AXES, ArchConfig
 from search.errors import UserError
 
 __all__ = ["SearchSpace", "Range", "load_space", "parse_space", "space_hash", "choices_of", "largest"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.nan` or `1e999` (inf) in a space is a typo, never a learning rate or a budget.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Range(_Model):
@@ -52,6 +54,23 @@ Num = Union[float, list[float], Range]
 Int = Union[int, list[int], Range]
 
 
+def _at_least(bound: float, *, strict: bool = False) -> AfterValidator:
+    """Every value a searched number can take (fixed, each choice, both ends of a range) is ≥ bound
+    (> bound if strict): a negative learning rate or a zero batch size would only fail mid-sweep."""
+    def check(v: Any) -> Any:
+        values = [v.low, v.high] if isinstance(v, Range) else v if isinstance(v, list) else [v]
+        bad = [x for x in values if x < bound or (strict and x == bound)]
+        if bad:
+            raise ValueError(f"expected {'>' if strict else '≥'} {bound:g}, got {bad[0]:g}")
+        return v
+    return AfterValidator(check)
+
+
+PositiveNum = Annotated[Num, _at_least(0, strict=True)]  # learning rate, temperature, growth
+NonNegativeNum = Annotated[Num, _at_least(0)]  # weight decay, loss weights (0 = term off)
+PositiveInt = Annotated[Int, _at_least(1)]  # depth, width, kernel, batch size
+
+
 def _nonempty(v: Any) -> Any:
     if isinstance(v, list) and not v:
         raise ValueError("empty list of choices; give at least one value")
@@ -62,7 +81,7 @@ class DatasetSpec(_Model):
     name: str = "mnist1d"
     root: str | None = None  # directory of local files (mnist, fashion-mnist, cifar10)
     n_samples: int | None = Field(default=None, ge=10)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**32)  # numpy and mnist1d take 32-bit unsigned seeds
 
 
 class MentorArch(_Model):
@@ -79,6 +98,10 @@ class MentorArch(_Model):
         return v
 
 
+    def config(self) -> ArchConfig:
+        return ArchConfig(self.family, tuple(self.widths), self.kernel, self.batch_norm)
+
+
 class MentorSpec(_Model):
     """`path` is loaded if it exists; otherwise a mentor of `arch` is trained and saved there."""
 
@@ -87,47 +110,30 @@ class MentorSpec(_Model):
     epochs: int = Field(default=60, ge=1)
     lr: float = Field(default=3e-3, gt=0)
     batch_size: int = Field(default=128, ge=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**32)  # numpy and mnist1d take 32-bit unsigned seeds
     factory: str | None = None  # package.module:function for your own nn.Module (then `taps` is required)
     taps: list[str] | None = None
 
 
 class MenteeSpec(_Model):
     family: str = "conv1d"
-    depth: Int = [1, 2, 3]
-    width: Int = [4, 8, 16, 32]  # first layer's width
-    growth: Num = [1, 2]  # each further layer is `growth` times wider
-    kernel: Int = 5
+    depth: PositiveInt = [1, 2, 3]
+    width: PositiveInt = [4, 8, 16, 32]  # first layer's width
+    growth: PositiveNum = [1, 2]  # each further layer is `growth` times wider
+    kernel: PositiveInt = 5
     batch_norm: Union[bool, list[bool]] = False
     max_width: int = Field(default=512, ge=1)
 
     _ne = field_validator("depth", "width", "growth", "kernel", "batch_norm")(_nonempty)
 
 
-class MappingSpec(_Model):
-    """Hint choices: each mentee tap (`layerN`, `last` or `head`) → mentor taps it may be
-    pulled towards; `none` in a list means "no hint from this tap" is a choice too."""
-
-    taps: dict[str, list[str]] = {"last": ["none", "layer3"]}
-    metric: Union[str, list[str]] = "rmse"
-    weight: Num = Range(low=0.01, high=1.0, log=True)
-
-    _ne = field_validator("metric", "weight")(_nonempty)
-
-
-class KDSpec(_Model):
-    enabled: Union[bool, list[bool]] = False
-    weight: Num = Range(low=0.1, high=1.0, log=True)
-    temperature: Num = 4.0
-
-
 class TrainSpec(_Model):
     epochs: int = Field(default=20, ge=1)
-    batch_size: Int = 128
-    lr: Num = Range(low=1e-3, high=1e-2, log=True)
-    weight_decay: Num = 1e-4
+    batch_size: PositiveInt = 128
+    lr: PositiveNum = Range(low=1e-3, high=1e-2, log=True)
+    weight_decay: NonNegativeNum = 1e-4
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**32)  # numpy and mnist1d take 32-bit unsigned seeds
 
     _ne = field_validator("batch_size", "lr", "weight_decay")(_nonempty)
 
@@ -135,16 +141,18 @@ class TrainSpec(_Model):
 class EarlyStopping(_Model):
     """Successive halving inside each cohort: at each rung keep the best 1/eta."""
 
-    rungs: list[int] = [5]
+    rungs: list[Annotated[int, Field(ge=1)]] = [5]
     eta: int = Field(default=3, ge=2)
 
 
 class Budget(_Model):
     mentees: int = Field(default=64, ge=1)  # total, independent twins included
-    cohort_size: Union[int, Literal["auto"]] = "auto"  # mentees per trial; auto: from device memory
-    concurrency: int = Field(default=1, ge=1)  # trials at once (one per GPU is right for cohorts)
+    # mentees per trial; auto: from device memory
+    cohort_size: Union[Annotated[int, Field(ge=1)], Literal["auto"]] = "auto"
+    concurrency: Union[Annotated[int, Field(ge=1)], Literal["auto"]] = "auto"  # cohorts at once; auto: one per GPU
     cpus_per_trial: float = Field(default=1, gt=0)
-    gpus_per_trial: Union[float, Literal["auto"]] = "auto"  # auto: 1 if the cluster has GPUs, else 0
+    # auto: 1 if the cluster has GPUs, else 0
+    gpus_per_trial: Union[Annotated[float, Field(ge=0)], Literal["auto"]] = "auto"
     early_stopping: EarlyStopping | None = None
 
 
@@ -153,18 +161,56 @@ class SearchSpace(_Model):
     dataset: DatasetSpec = DatasetSpec()
     mentor: MentorSpec = MentorSpec()
     mentee: MenteeSpec = MenteeSpec()
-    mapping: MappingSpec = MappingSpec()
-    kd: KDSpec = KDSpec()
+    # the loss terms a mentee may get, by registered name (`search.train.losses.TERMS`), each
+    # with its own section; the label term `ce` is always there
+    terms: dict[str, Any] = {"ce": {}, "hint": {}}
     train: TrainSpec = TrainSpec()
-    objectives: list[Literal["params", "bytes_fp32", "bytes_int8", "macs"]] = ["params"]
+    objectives: list[Literal[COST_AXES]] = ["params"]  # type: ignore[valid-type]
     budget: Budget = Budget()
     sampler: Literal["tpe", "random", "nsga2"] = "tpe"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_keys(cls, data: Any) -> Any:
+        """`mapping:` (hints) and `kd:` were top-level keys before loss terms were a registry."""
+        if isinstance(data, dict) and ("mapping" in data or "kd" in data):
+            if "terms" in data:
+                raise ValueError("give loss terms under 'terms' only, not also as 'mapping'/'kd'")
+            data = dict(data)
+            terms = {"ce": {}, "hint": data.pop("mapping", {})}
+            if "kd" in data:
+                terms["kd"] = data.pop("kd")
+            data["terms"] = terms
+        return data
+
+    @field_validator("terms", mode="before")
+    @classmethod
+    def _terms(cls, v: Any) -> dict[str, Any]:
+        from search.train.losses import TERMS
+
+        if not isinstance(v, dict):
+            raise ValueError("expected a mapping of loss-term names to their settings")
+        out = {}
+        for name, section in {"ce": {}, **v}.items():
+            if name not in TERMS:
+                near = difflib.get_close_matches(str(name), list(TERMS), n=1)
+                hint = f" (did you mean '{near[0]}'?)" if near else ""
+                raise ValueError(f"unknown loss term '{name}'{hint}; registered: {', '.join(TERMS)}")
+            if isinstance(section, BaseModel):
+                out[name] = section
+                continue
+            try:
+                out[name] = TERMS[name].Space.model_validate(section if section is not None else {})
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(p) for p in (name, *err["loc"]))
+                if err["type"] == "extra_forbidden":
+                    raise ValueError(f"unknown key '{where}'") from None
+                raise ValueError(f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
+        return out
+
     @model_validator(mode="after")
     def _cross(self) -> "SearchSpace":
-        for tap in self.mapping.taps:
-            if not (tap in ("last", "head") or (tap.startswith("layer") and tap[5:].isdigit())):
-                raise ValueError(f"mapping.taps: mentee tap '{tap}' is not layerN, last or head")
         if self.budget.early_stopping and any(r >= self.train.epochs for r in self.budget.early_stopping.rungs):
             raise ValueError(f"budget.early_stopping.rungs must be below train.epochs ({self.train.epochs})")
         return self
@@ -207,7 +253,7 @@ def _one_line(path: str, err: ValidationError) -> str:
         (x for x in errs if not _TYPE_MISMATCH.search(x["type"]) and x["type"] != "missing"), errs[0])
     loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p in (
         "float", "int", "bool", "str", "Range", "list[float]", "list[int]", "list[bool]", "list[str]",
-        "literal['auto']", "nullable"))))
+        "literal['auto']", "nullable", "constrained-int", "constrained-float"))))
     key = ".".join(str(p) for p in loc)
     if e["type"] == "extra_forbidden":
         near = difflib.get_close_matches(str(loc[-1]), _fields(SearchSpace, loc), n=1)
@@ -215,7 +261,8 @@ def _one_line(path: str, err: ValidationError) -> str:
         return f"{path}: unknown key '{key}'{hint}"
     msg = e["msg"].removeprefix("Value error, ")
     got = e.get("input")
-    got_s = f", got {got!r}" if got is not None and not isinstance(got, dict) and len(repr(got)) < 60 else ""
+    show = got is not None and not isinstance(got, dict) and len(repr(got)) < 60 and ", got " not in msg
+    got_s = f", got {got!r}" if show else ""  # (a message of ours may already say what it got)
     return f"{path}: key '{key}': {msg}{got_s}" if key else f"{path}: {msg}"
 
 
@@ -233,16 +280,89 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     return space
 
 
+# A space is a page of YAML. These caps turn a wrong file, or a hostile one, into one line of error
+# instead of a hang, an out-of-memory or a RecursionError traceback.
+MAX_SPACE_BYTES = 1 << 20  # 1 MiB
+MAX_SPACE_DEPTH = 32  # nested lists/mappings; a real space nests 4 deep
+MAX_SPACE_NODES = 100_000  # values once aliases are expanded ("billion laughs" has 10^9)
+
+
+# yaml.safe_load's loader (plain data only, never Python objects), in libyaml's C build where there is one:
+# the pure-Python parser needs ~15 s for a 1 MiB file on a small CPU.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _read_yaml(p: Path, text: str) -> Any:
+    # yaml.safe_load in three steps, so the checks run before anything is built. The parser keeps its own
+    # stack, but the composer and constructor recurse once per nesting level: check the events first.
+    depth = events = 0
+    for event in yaml.parse(text, Loader=_SafeLoader):
+        events += 1
+        if events > 2 * MAX_SPACE_NODES:  # stop early: this many events are more values than allowed
+            raise UserError(f"{p}: more than {MAX_SPACE_NODES:,} values; expected a space like spaces/mnist1d.yaml")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_SPACE_DEPTH:
+                raise UserError(f"{p}: nested more than {MAX_SPACE_DEPTH} levels deep at line "
+                                f"{event.start_mark.line + 1}; expected a space like spaces/mnist1d.yaml")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    loader = _SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        # An alias shares its anchor's node, so a few lines can stand for 10^9 values or a deep chain:
+        # measure what the nodes expand to (memoised, a bomb takes a few steps) before the constructor
+        # and pydantic walk every copy.
+        memo: dict[int, tuple[int, int]] = {}  # id(node) → (values, levels of nesting) with aliases expanded
+
+        def expand(n: yaml.Node, above: int) -> tuple[int, int]:  # `above`: lists/mappings around n
+            if id(n) not in memo and above <= MAX_SPACE_DEPTH:
+                memo[id(n)] = (MAX_SPACE_NODES + 1, 0)  # a node that contains itself expands without end
+                kids = [x for kv in n.value for x in kv] if isinstance(n, yaml.MappingNode) else \
+                    n.value if isinstance(n, yaml.SequenceNode) else []
+                sub = [expand(k, above + 1) for k in kids]
+                levels = 1 + max((lv for _, lv in sub), default=0) if isinstance(n, yaml.CollectionNode) else 0
+                memo[id(n)] = (1 + sum(v for v, _ in sub), levels)
+            values, levels = memo.get(id(n), (0, 1))  # not expanded (already too deep): one level more, raises
+            if above + levels > MAX_SPACE_DEPTH:
+                raise UserError(f"{p}: nested more than {MAX_SPACE_DEPTH} levels deep once its aliases (*name) "
+                                "are expanded; expected a space like spaces/mnist1d.yaml")
+            if values > MAX_SPACE_NODES:
+                raise UserError(f"{p}: more than {MAX_SPACE_NODES:,} values once its aliases (*name) are "
+                                "expanded; expected a space like spaces/mnist1d.yaml")
+            return values, levels
+
+        if node is not None:
+            expand(node, 0)
+        return None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_space(path: str | Path) -> SearchSpace:
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: is a directory; expected a space file (YAML), e.g. spaces/mnist1d.yaml")
     if not p.is_file():
         raise UserError(f"{p}: space file not found")
+    if p.stat().st_size > MAX_SPACE_BYTES:
+        raise UserError(f"{p}: {p.stat().st_size:,} bytes; a space file is at most {MAX_SPACE_BYTES:,} bytes (1 MiB)")
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{p}: not UTF-8 text (byte {e.start}); expected a YAML space file") from None
+    except OSError as e:
+        raise UserError(f"{p}: cannot read ({e.strerror or e}); expected a readable YAML space file") from None
+    try:
+        data = _read_yaml(p, text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{p}: malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{p}: malformed YAML{where}: {problem}") from None
+    if data is None:  # empty, or only comments: surely not the file the user meant
+        raise UserError(f"{p}: no keys (the file is empty or only comments); expected a space like "
+                        "spaces/mnist1d.yaml")
     return parse_space(data, str(p))
 
 

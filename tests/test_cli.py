@@ -50,7 +50,7 @@ def space_dict(name: str, mentor: str, **overrides) -> dict:
         "mentor": {"arch": {"family": "conv1d", "widths": [8, 8, 8], "kernel": 5, "batch_norm": True},
                    "epochs": 2, "path": mentor},
         "mentee": {"family": "conv1d", "depth": [1, 2], "width": [4, 8], "growth": 1, "kernel": 5},
-        "mapping": {"taps": {"last": ["none", "layer3"]}},
+        "terms": {"hint": {"taps": {"last": ["none", "layer3"]}}},
         "train": {"epochs": 2},
         "budget": {"mentees": 8, "cohort_size": 4},
     }
@@ -151,8 +151,8 @@ BAD = [
     pytest.param(_setup_space(**{"mentee.width": {"low": 8, "high": 4}}), ["sweep", "space.yaml"],
                  ["space.yaml", "mentee.width", "must not exceed"], id="min-above-max"),
     pytest.param(None, ["sweep", "nowhere.yaml"], ["nowhere.yaml", "not found"], id="missing-space"),
-    pytest.param(_setup_space(**{"mapping.taps": {"last": ["layer9"]}}), ["sweep", "space.yaml", "--dry-run"],
-                 ["space.yaml", "mapping.taps.last", "'layer9'"], id="unknown-mentor-tap"),
+    pytest.param(_setup_space(**{"terms.hint.taps": {"last": ["layer9"]}}), ["sweep", "space.yaml", "--dry-run"],
+                 ["space.yaml", "terms.hint.taps", "'layer9'"], id="unknown-mentor-tap"),
     pytest.param(_setup_space(**{"dataset.name": "mnist1e"}), ["sweep", "space.yaml", "--dry-run"],
                  ["'mnist1e'", "mnist1d"], id="unknown-dataset"),
     pytest.param(_setup_space(**{"dataset": {"name": "mnist", "root": "no-such-dir"}}),
@@ -191,10 +191,10 @@ def test_bad_input_one_line_exit_2_nothing_written(setup, args, expect, tmp_path
 
 
 def test_sweep_without_dry_run_validates_before_writing(tmp_path):
-    write_space(tmp_path / "space.yaml", **{"mapping.taps": {"last": ["layer9"]}})
+    write_space(tmp_path / "space.yaml", **{"terms.hint.taps": {"last": ["layer9"]}})
     before = snapshot(tmp_path)
     r = cli("sweep", "space.yaml", cwd=tmp_path, timeout=180)
-    assert_one_error_line(r, ["space.yaml", "mapping.taps.last", "'layer9'"])
+    assert_one_error_line(r, ["space.yaml", "terms.hint.taps", "'layer9'"])
     assert snapshot(tmp_path) == before
 
 

@@ -1,4 +1,11 @@
-"""What a sweep will do, checked before anything is written: dataset, mentee space, mentor taps, cohort size."""
+"""What a sweep will do, checked before anything is written, and sized to the cluster it runs on.
+
+    plan = plan_sweep(space, where="spaces/x.yaml")       # validates; loads the dataset; no Ray, no CUDA
+    plan = plan.for_cluster(gpus=4, gpu_free_bytes=80e9)  # cohort size and concurrency for 4 GPUs
+
+The driver never touches CUDA: the cluster's GPU count comes from Ray, and a GPU's free
+memory from the mentor task that ran on one (`search.train.trial.prepare_mentor`).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +16,20 @@ from dataclasses import dataclass
 
 import torch
 
-from search.config import ArchConfig
+from search.config import ArchConfig, TrialPayload
 from search.data import Splits, load_dataset
 from search.errors import UserError
-from search.models import Mentor, create_mentee, tap_shapes
+from search.models import create_mentee, tap_shapes
 from search.spaces import SearchSpace, choices_of, largest
-from search.train.cache import MentorCache
+from search.train.losses import TERMS
+from search.train.trial import splits_to_arrays
 
-__all__ = ['SweepPlan', 'plan_sweep', 'trial_payload']
+__all__ = ["SweepPlan", "plan_sweep", "trial_payload"]
 
-# ------------------------------------------------------------------ plan & run
+# A cohort's upper bound: a sweep then has several cohorts, so Optuna learns between waves
+# and the MLflow writes of one cohort overlap the next one's training.
+MAX_COHORT = 64
+
 
 @dataclass
 class SweepPlan:
@@ -30,13 +41,30 @@ class SweepPlan:
     concurrency: int
     device: str
 
-    def with_gpus(self, gpus: float) -> "SweepPlan":
-        """The plan's resources and cohort size for a cluster with `gpus` GPUs."""
+    def for_cluster(self, gpus: float, cpus: float = 1.0, gpu_free_bytes: float = 0.0) -> SweepPlan:
+        """Resources, concurrency and cohort size for a cluster with `gpus` GPUs and `cpus` CPUs.
+
+        `concurrency: auto` runs one cohort per GPU (per `cpus_per_trial` CPUs without GPUs);
+        `cohort_size: auto` takes K from a GPU's free memory (≤ MAX_COHORT), then evens the
+        cohorts out so the number of cohorts is a multiple of the concurrency: every GPU gets
+        work and the last wave is not one GPU working alone."""
         b = self.space.budget
         g = (1.0 if gpus > 0 else 0.0) if b.gpus_per_trial == "auto" else float(b.gpus_per_trial)
-        k = b.cohort_size if b.cohort_size != "auto" else _auto_cohort(self.space, self.splits, g)
-        return dataclasses.replace(self, cohort_size=min(k, b.mentees), gpus_per_trial=g,
-                                   device="cuda" if g > 0 else "cpu")
+        if b.concurrency != "auto":
+            conc = int(b.concurrency)
+        elif g > 0:
+            conc = max(1, int(gpus // g))
+        else:
+            conc = max(1, int(cpus // b.cpus_per_trial))
+        if b.cohort_size != "auto":
+            k = int(b.cohort_size)
+        else:
+            cap = _memory_cap(self.space, self.splits, gpu_free_bytes * g) if g > 0 else 8
+            cohorts = math.ceil(b.mentees / cap)
+            cohorts = math.ceil(cohorts / conc) * conc  # whole waves
+            k = math.ceil(b.mentees / cohorts)
+        return dataclasses.replace(self, cohort_size=max(1, min(k, b.mentees)), gpus_per_trial=g,
+                                   concurrency=conc, device="cuda" if g > 0 else "cpu")
 
     def describe(self) -> list[tuple[str, str]]:
         b = self.space.budget
@@ -73,18 +101,13 @@ def plan_sweep(space: SearchSpace, *, where: str = "space", gpus: float | None =
         raise UserError(f"{where}: key 'dataset': {e}") from None
     _check_mentee_space(space, splits, where)
     mentor_taps = _mentor_taps(space, splits, where)
-    for tap, targets in space.mapping.taps.items():
-        for t in targets:
-            if t != "none" and t not in mentor_taps:
-                raise UserError(f"{where}: key 'mapping.taps.{tap}': the mentor has no tap '{t}'; "
-                                f"its taps are {', '.join(mentor_taps)}")
-    from search.train.losses import METRICS
-    for metric in space.mapping.metric if isinstance(space.mapping.metric, list) else [space.mapping.metric]:
-        if metric not in METRICS:
-            raise UserError(f"{where}: key 'mapping.metric': unknown metric '{metric}'; expected one of "
-                            f"{', '.join(sorted(METRICS))}")
-    plan = SweepPlan(space, splits, mentor_taps, 1, 0.0, space.budget.concurrency, "cpu")
-    return plan.with_gpus(float(torch.cuda.device_count()) if gpus is None else gpus)
+    for name, section in space.terms.items():
+        for t in sorted(TERMS[name].mentor_tap_choices(section) - set(mentor_taps)):
+            raise UserError(f"{where}: key 'terms.{name}.taps': the mentor has no tap '{t}'; "
+                            f"its taps are {', '.join(mentor_taps)}")
+    plan = SweepPlan(space, splits, mentor_taps, 1, 0.0, 1, "cpu")
+    # this machine's GPUs for a dry run (device_count reads the driver; it makes no CUDA context)
+    return plan.for_cluster(gpus=float(torch.cuda.device_count()) if gpus is None else gpus)
 
 
 def _mentor_taps(space: SearchSpace, splits: Splits, where: str) -> tuple[str, ...]:
@@ -93,40 +116,28 @@ def _mentor_taps(space: SearchSpace, splits: Splits, where: str) -> tuple[str, .
         return tuple(spec.taps)
     if spec.factory:
         raise UserError(f"{where}: key 'mentor.taps': required with mentor.factory")
-    a = spec.arch
-    return tuple(create_mentee(ArchConfig(a.family, tuple(a.widths), a.kernel, a.batch_norm),
-                               splits.input_shape, splits.num_classes).taps)
+    return tuple(create_mentee(spec.arch.config(), splits.input_shape, splits.num_classes).taps)
 
 
-def _auto_cohort(space: SearchSpace, splits: Splits, gpus: float) -> int:
-    """K from device memory: the widest mentee's activations for one batch, with room
-    for backward and optimiser state, into a quarter of a GPU's free memory."""
-    if gpus <= 0:
-        return 8  # CPU: fusing still saves Python overhead, but cores are few
-    if not torch.cuda.is_available():
-        return 64  # a GPU cluster driven from a CPU head: a safe default
+def _memory_cap(space: SearchSpace, splits: Splits, free_bytes: float) -> int:
+    """Members that fit a quarter of a GPU's free memory: the widest mentee's activations for
+    one batch, with room for backward and optimiser state. Unknown free memory → MAX_COHORT."""
+    if free_bytes <= 0:
+        return MAX_COHORT
     m = space.mentee
     w, g = largest(m.width), largest(m.growth)
     widths = tuple(min(m.max_width, round(w * g ** i)) for i in range(int(largest(m.depth))))
     net = create_mentee(ArchConfig(m.family, widths, 3, False), splits.input_shape, splits.num_classes)
     act = sum(math.prod(s) for s in tap_shapes(net, net.taps, splits.input_shape))
     per = int(largest(space.train.batch_size)) * act * 4 * 8 + sum(p.numel() for p in net.parameters()) * 4 * 6
-    free, _ = torch.cuda.mem_get_info()
-    # ≤ 64: a sweep then has several cohorts, and MLflow writes of one overlap the next's training
-    return int(max(1, min(64, free * gpus / 4 // per)))
+    return int(max(1, min(MAX_COHORT, free_bytes / 4 // per)))
 
 
-def trial_payload(plan: SweepPlan, cache: MentorCache | None, mentor: Mentor, taps: list[str]) -> dict:
-    s = plan.splits
-    es = plan.space.budget.early_stopping
-    return {
-        "key": uuid.uuid4().hex, "device": plan.device,
-        "splits": {"name": s.name, "num_classes": s.num_classes, "input_shape": list(s.input_shape),
-                   "tensors": {k: getattr(s, k).numpy() for k in
-                               ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}},
-        "cache": None if cache is None else {"logits": cache.logits.cpu().numpy(),
-                                             "feats": {k: v.cpu().numpy() for k, v in cache.feats.items()}},
-        "mentor_shapes": dict(zip(taps, mentor.tap_shapes(taps))),
-        "rungs": list(es.rungs) if es else [], "eta": es.eta if es else 3,
-    }
-
+def trial_payload(plan: SweepPlan, mentor: dict) -> TrialPayload:
+    """What every trial shares, from the plan and the mentor task's result."""
+    s, es = plan.splits, plan.space.budget.early_stopping
+    return TrialPayload(key=uuid.uuid4().hex, device=plan.device, dataset=s.name, num_classes=s.num_classes,
+                        input_shape=tuple(s.input_shape), tensors=splits_to_arrays(s),
+                        mentor_logits=mentor["logits"], mentor_feats=mentor["feats"],
+                        mentor_shapes=mentor["shapes"], rungs=tuple(es.rungs) if es else (),
+                        eta=es.eta if es else 3)

@@ -1,10 +1,18 @@
-"""Ray Tune glue: a searcher that hands out whole cohorts, and a callback that records them."""
+"""Ray Tune glue: a searcher that hands out whole cohorts, and a callback that records them.
+
+One Ray Tune trial = one cohort (`CohortSpec.to_dict()` is its config). The searcher asks the
+driver for the next cohort; the callback hands each finished trial's report and checkpointed
+weights back to the driver, and a trial that died for good (Tune's `FailureConfig` retries
+exhausted: its process or its node lost) to `Driver.lost`, which queues its members again.
+"""
 
 from __future__ import annotations
 
+from search.config import CohortSpec
 from search.sweep.driver import Driver
 
-__all__ = ['cohort_searcher', 'recorder_callback']
+__all__ = ["cohort_searcher", "recorder_callback"]
+
 
 def recorder_callback(driver: Driver):
     from ray import tune
@@ -19,15 +27,20 @@ def recorder_callback(driver: Driver):
             return {}  # ours live in Optuna and MLflow, and the lock and thread can't be pickled
 
         def on_trial_complete(self, iteration, trials, trial, **info):
+            spec = CohortSpec.from_dict(trial.config)
+            if not trial.last_result or "members" not in trial.last_result:
+                self.driver.lost(spec, "trial ended without reporting its cohort")
+                return
             ckpt = trial.checkpoint
             if ckpt is None:
-                self.driver.record(trial.config, trial.last_result, None)
+                self.driver.record(spec, trial.last_result, None)
                 return
             with ckpt.as_directory() as d:
-                self.driver.record(trial.config, trial.last_result, d)
+                self.driver.record(spec, trial.last_result, d)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self.driver.fail(trial.config, str(getattr(trial, "error_msg", None) or "trial raised an error"))
+            error = str(getattr(trial, "error_msg", None) or "trial raised an error")
+            self.driver.lost(CohortSpec.from_dict(trial.config), error)
 
     return Recorder(driver)
 
@@ -47,10 +60,12 @@ def cohort_searcher(driver: Driver):
 
         def suggest(self, trial_id: str) -> dict | None:
             cohort = self.driver.next_cohort()
-            return cohort if cohort is not None else Searcher.FINISHED
+            if cohort is not None:
+                return cohort.to_dict()
+            # nothing to hand out now; a lost trial may still put members back in the queue
+            return Searcher.FINISHED if self.driver.done else None
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             pass  # the Recorder callback tells Optuna: it also has the checkpoint with the weights
 
     return CohortSearcher(driver)
-

@@ -1,23 +1,20 @@
-"""The sweep driver: Optuna asks in batches, Ray Tune runs cohorts, the driver records.
+"""run_sweep: the composition of the driver side. It never trains and never touches CUDA.
 
     summary = run_sweep(load_space("spaces/mnist1d.yaml"))        # local Ray, sqlite MLflow
     summary = run_sweep(space, address="auto", storage="s3://bucket/mentee")   # a cluster
 
-Why this shape: one Ray trial per mentee costs seconds of scheduling for a fraction of
-a second of GPU work. So a Ray trial trains a *cohort* of K mentees fused in one
-process (`distill.train_cohort`), the driver asks Optuna for K configs at a time
-(`study.ask`, multi-objective, every result told back), and only the driver writes to
-MLflow and Optuna. The dataset and the mentor cache go into Ray's object store once;
-each reused trial process moves them to its device once and keeps them.
+Why this shape: one Ray trial per mentee costs seconds of scheduling for a fraction of a
+second of GPU work. So a Ray trial trains a *cohort* of K mentees fused in one process
+(`search.train.cohort`), the driver asks Optuna for K configs at a time (multi-objective,
+every result told back), and only the driver writes to MLflow and Optuna. The mentor is
+loaded or trained, and its cache built, by a Ray task on a GPU node
+(`search.train.trial.prepare_mentor`); the data and the cache go into Ray's object store
+once, and each trial process moves them to its device once and keeps them.
 
-Every architecture Optuna proposes is also trained *independently* (all mentor
-weights 0, same optimiser and seed): its "twin", so every report can show what
-mentorship bought at that size. Twins are MLflow runs, not Optuna trials.
-
-State that makes `--resume` work lives in files the driver owns: the Optuna study
-(sqlite under the work directory; each ask stores its full config as a user attr) and
-the MLflow child runs (tagged with a member id). Resume re-runs what was asked but
-never recorded, tells Optuna what was recorded but not told, and trains nothing twice.
+State that makes `--resume` work lives in files the driver owns: the Optuna study (a
+journal under the work directory; each ask stores its full config as a user attr) and the
+MLflow child runs (tagged with a member id). Resume re-runs what was asked but never
+recorded, tells Optuna what was recorded but not told, and trains nothing twice.
 """
 
 from __future__ import annotations
@@ -31,23 +28,19 @@ from typing import Any
 
 import optuna
 
-from search.config import MemberConfig
+from search.config import MemberConfig, WorkItem, WorkKind
 from search.errors import SweepInterrupted, UserError
 from search.spaces import SearchSpace, space_hash
-from search.sweep.driver import Driver, SweepSummary, Work
+from search.sweep.driver import Driver, SweepSummary
 from search.sweep.plan import plan_sweep, trial_payload
 from search.sweep.raytune import cohort_searcher, recorder_callback
 from search.sweep.resume import resume_state
 from search.sweep.suggest import make_sampler
 from search.tracking import SweepTracker
-from search.train.cache import MentorCache
-from search.train.device import pick_device
-from search.train.mentor import ensure_mentor, mentor_from_spec
-from search.train.trial import cohort_trainable
+from search.train.losses import TERMS
+from search.train.trial import cohort_trainable, prepare_mentor, splits_to_arrays
 
 __all__ = ["run_sweep", "SweepSummary"]
-
-log = logging.getLogger(__name__)
 
 
 def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: str | None = None,
@@ -56,10 +49,7 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
               configs: list[MemberConfig] | None = None) -> SweepSummary:
     """Run (or with `resume`, continue) a sweep of `space`. `configs`, if given, replaces
     Optuna: exactly those mentees are trained (benchmarks use it to compare like with like)."""
-    import ray
-    from ray import tune
-
-    from search.progress import Progress
+    from search.progress import Progress, console
 
     t0 = time.perf_counter()
     experiment = str(space.name)
@@ -69,25 +59,18 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     if resume and parent is None:
         raise UserError(f"--resume: no unfinished sweep of experiment '{experiment}' in {tracker.uri}")
 
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # results go to MLflow, not CSV/TB files
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # trial errors still reach the driver (Ray re-raises them); worker chatter does not
-    ray.init(address=address or os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, include_dashboard=False,
-             logging_level=logging.WARNING, log_to_driver=False)
-    logging.getLogger("ray.tune").setLevel(logging.ERROR)  # results live in MLflow, not result.json
-    plan = plan.with_gpus(ray.cluster_resources().get("GPU", 0.0))  # the cluster's GPUs, not this machine's
+    resources = connect_ray(address)
     t_ray = time.perf_counter()
-
-    dev = pick_device(None)
-    splits = plan.splits.to(dev)
-    mentor = mentor_from_spec(space.mentor, splits)
-    if mentor is None:  # first use of this space: train its mentor (saved, so the next sweep loads it)
-        with Progress(space.mentor.epochs, f"mentor {space.mentor.path}", enabled=show_progress) as bar:
-            mentor = ensure_mentor(space.mentor, splits, on_epoch=lambda e, n: bar.advance(1))
-    mentor.model.to(dev)
-    taps = sorted({t for ts in space.mapping.taps.values() for t in ts if t != "none"})
-    cache = MentorCache.build(mentor, splits.x_train, taps)
-    payload = trial_payload(plan, cache, mentor, taps)
+    if show_progress and not Path(space.mentor.path).exists():
+        console.print(f"mentor {space.mentor.path}: training it first ({space.mentor.epochs} epochs, on a GPU node "
+                      "if the cluster has one); the next sweep of this space loads it")
+    mentor = prepare_mentor_remote(space, plan, gpus=resources.get("GPU", 0.0))
+    plan = plan.for_cluster(resources.get("GPU", 0.0), resources.get("CPU", 1.0), mentor["device_free_bytes"])
+    if plan.gpus_per_trial > 0 and resources.get("GPU", 0.0) < plan.gpus_per_trial:
+        raise UserError(f"{where}: key 'budget.gpus_per_trial': the space asks for {plan.gpus_per_trial:g} GPU per "
+                        f"trial, but the Ray cluster has {resources.get('GPU', 0.0):g}")
+    payload = trial_payload(plan, mentor)
+    t_mentor = time.perf_counter()
 
     work = Path(workdir).resolve() / experiment
     work.mkdir(parents=True, exist_ok=True)
@@ -95,34 +78,21 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     if parent is None:
         parent = tracker.start_sweep(experiment, params=_flat(space.model_dump()), tags={"mentee.space_hash": shash})
     study = optuna.create_study(study_name=f"{experiment}-{parent}", storage=_optuna_storage(work),
-                                load_if_exists=resume,
-                                directions=["maximize"] + ["minimize"] * len(space.objectives),
+                                load_if_exists=resume, directions=["maximize"] + ["minimize"] * len(space.objectives),
                                 sampler=make_sampler(space))
     summary = SweepSummary(experiment, parent, tracker.uri, planned=space.budget.mentees)
+    splits = plan.splits
     tags = {"mentee.space_hash": shash, "mentee.dataset": splits.name,
             "mentee.input_shape": json.dumps(list(splits.input_shape)), "mentee.num_classes": str(splits.num_classes)}
     driver = Driver(space, study, tracker, parent, plan.cohort_size, tags, summary, n_train=len(splits.x_train))
     if resume:
-        recorded = tracker.existing_member_ids(parent)
-        summary.recorded = len(recorded)
-        resume_state(driver, recorded)
+        resume_state(driver, tracker.existing_member_ids(parent))
     if configs is not None:
-        driver.pending.extend(Work(f"fixed-{i}", c, None) for i, c in enumerate(configs))
+        driver.pending.extend(WorkItem(f"fixed-{i}", WorkKind.FIXED, c) for i, c in enumerate(configs))
         driver.planned = summary.planned = len(configs)
         driver.space = space.model_copy(update={"budget": space.budget.model_copy(update={"mentees": len(configs)})})
 
-    trainable = tune.with_resources(tune.with_parameters(cohort_trainable, payload=payload),
-                                    {"cpu": space.budget.cpus_per_trial, "gpu": plan.gpus_per_trial})
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(search_alg=cohort_searcher(driver), num_samples=-1,
-                                    max_concurrent_trials=plan.concurrency, reuse_actors=True,
-                                    trial_dirname_creator=lambda t: f"cohort-{t.trial_id}",
-                                    trial_name_creator=lambda t: f"cohort-{t.trial_id}"),
-        run_config=tune.RunConfig(name=f"{experiment}-{parent[:8]}-{int(time.time())}",
-                                  storage_path=storage or str(work / "ray"), verbose=0,
-                                  callbacks=[recorder_callback(driver)]),
-    )
+    tuner = _tuner(plan, payload, driver, storage or str(work / "ray"), f"{experiment}-{parent[:8]}-{int(time.time())}")
     total = max(driver.planned, space.budget.mentees) - summary.recorded
     t_fit = time.perf_counter()
     with Progress(total, f"sweep {experiment}", enabled=show_progress) as bar:
@@ -133,18 +103,79 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
         finally:
             driver.writer.close()  # everything trained is in MLflow before we return (or die)
     summary.seconds = time.perf_counter() - t0
-    summary.phases = {"ray_init": t_ray - t0, "data_mentor_cache": t_fit - t_ray, "fit": t_drain - t_fit,
-                      "mlflow_drain": time.perf_counter() - t_drain}
+    summary.phases = {"ray_init": t_ray - t0, "mentor": t_mentor - t_ray, "setup": t_fit - t_mentor,
+                      "fit": t_drain - t_fit, "mlflow_drain": time.perf_counter() - t_drain}
     # Ctrl-C makes Ray Tune stop and return normally: a sweep with members left unrecorded
     # stays KILLED, so that `--resume` finds it
     complete = summary.recorded >= driver.planned >= driver.space.budget.mentees
     tracker.finish_sweep(parent, "FINISHED" if complete else "KILLED",
                          metrics={"wall_seconds": summary.seconds, "finished": summary.finished,
-                                  "pruned": summary.pruned, "failed": summary.failed})
+                                  "pruned": summary.pruned, "failed": summary.failed,
+                                  "requeued": summary.requeued, "nodes": len(summary.nodes)})
     if not complete:
         raise SweepInterrupted(f"sweep '{experiment}' stopped with {summary.recorded} of {driver.planned} "
                                f"mentees recorded; continue it with `mentee sweep ... --resume`")
     return summary
+
+
+def connect_ray(address: str | None) -> dict[str, float]:
+    """Join the Ray at `address` ($RAY_ADDRESS, or a local one started now); the cluster's resources.
+    A running Ray (`ray start --head` once) saves each sweep the start-up."""
+    import ray
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # results go to MLflow, not CSV/TB files
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        # trial errors still reach the driver (Ray re-raises them); worker chatter does not; a local
+        # Ray's dashboard stays off, and binds 127.0.0.1 if a user turns it on
+        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, dashboard_host="127.0.0.1",
+                 logging_level=logging.WARNING, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        if address is None:
+            raise
+        raise UserError(f"--address {address}: no Ray cluster answers there ({str(e).splitlines()[0][:160]})") from None
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)  # results live in MLflow, not result.json
+    return dict(ray.cluster_resources())
+
+
+def prepare_mentor_remote(space: SearchSpace, plan, gpus: float) -> dict:
+    """Load or train the mentor and build its cache in a Ray task on a GPU node (any node
+    without GPUs); save a newly trained mentor where the space says, so the next sweep loads it."""
+    import ray
+
+    taps = sorted(set().union(*(TERMS[n].mentor_tap_choices(sec) for n, sec in space.terms.items())))
+    path = Path(space.mentor.path)
+    data = {"name": plan.splits.name, "tensors": splits_to_arrays(plan.splits), "num_classes": plan.splits.num_classes,
+            "input_shape": tuple(plan.splits.input_shape)}
+    # max_calls=1: the task's process exits afterwards, giving its GPU memory back to the trials
+    task = ray.remote(num_cpus=1, num_gpus=1 if gpus > 0 else 0, max_calls=1)(prepare_mentor)
+    out = ray.get(task.remote(space.mentor, data, taps, path.read_bytes() if path.exists() else None,
+                              "cuda" if gpus > 0 else "cpu"))
+    if out["trained_file"] is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(out["trained_file"])
+        tmp.replace(path)  # atomic: a crash never leaves half a mentor file
+    return out
+
+
+def _tuner(plan, payload, driver: Driver, storage: str, name: str):
+    from ray import tune
+
+    trainable = tune.with_resources(tune.with_parameters(cohort_trainable, payload=payload),
+                                    {"cpu": plan.space.budget.cpus_per_trial, "gpu": plan.gpus_per_trial})
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=cohort_searcher(driver), num_samples=-1,
+                                    max_concurrent_trials=plan.concurrency, reuse_actors=True,
+                                    trial_dirname_creator=lambda t: f"cohort-{t.trial_id}",
+                                    trial_name_creator=lambda t: f"cohort-{t.trial_id}"),
+        # a trial whose process or node dies is restarted up to 2 times by Tune; after that the
+        # driver queues its members again (Driver.lost)
+        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[recorder_callback(driver)],
+                                  failure_config=tune.FailureConfig(max_failures=2)),
+    )
 
 
 def _optuna_storage(work: Path) -> optuna.storages.BaseStorage:

@@ -47,8 +47,9 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from search.config import MemberConfig, MemberResult
+from search.config import COST_AXES, MemberConfig, MemberResult, Status
 from search.errors import UserError
+from search.train.losses import TERMS, describe_terms
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in CLI output
 for _name in ("mlflow", "alembic"):  # "Creating initial MLflow database tables..." is not for our users
@@ -74,6 +75,8 @@ RUN_COLUMNS: dict[str, str] = {
     "parent_run_id": "object",
     "experiment_id": "object",
     "member_id": "object",
+    "work": "object",
+    "node_id": "object",
     "status": "object",
     "arch_key": "object",
     "independent": "bool",
@@ -92,27 +95,43 @@ RUN_COLUMNS: dict[str, str] = {
     "epochs_run": "float64",
     "start_time": "datetime64[ns, UTC]",
 }
-_COST_KEYS = ("params", "bytes_fp32", "bytes_int8", "macs")
-_RUN_STATUS = {"finished": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+_RUN_STATUS = {Status.FINISHED: "FINISHED", Status.PRUNED: "KILLED", Status.FAILED: "FAILED"}
 _PAGE = 1000
 
 
+# Stores MLflow can track to. Anything else fails deep inside MLflow with a model-registry traceback
+# (`foo://x`), or, for a plain directory, as MLflow 3.13+ refusing its old file store.
+_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+_EXPECTED = "expected sqlite:///PATH.db, a path ending in .db, or http(s)://HOST:PORT of an MLflow server"
+
+
 def resolve_uri(uri: str | None) -> str:
-    """None → $MLFLOW_TRACKING_URI or the default; a plain `x.db` path → an absolute sqlite URI."""
+    """None → $MLFLOW_TRACKING_URI or the default; a plain `x.db` path → an absolute sqlite URI.
+    Raises UserError for what no MLflow store answers to (checked before anything is opened)."""
+    source = "--tracking-uri"
     if uri is None:
-        return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        uri, source = os.environ.get("MLFLOW_TRACKING_URI"), "$MLFLOW_TRACKING_URI"
+        if not uri:
+            return DEFAULT_TRACKING_URI
+    uri = uri.strip()
     if "://" not in uri and uri.endswith(".db"):
         # A path is relative to the cwd *now*; pin it so a later chdir cannot move the store.
         return "sqlite:///" + str(Path(uri).expanduser().resolve())
-    return uri
+    scheme = uri.partition(":")[0].split("+")[0].lower() if ":" in uri else uri  # postgresql+psycopg2
+    if scheme in _SCHEMES or (scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() == "true"):
+        return uri
+    if not uri:
+        raise UserError(f"{source}: empty; {_EXPECTED}")
+    if scheme == "file" or ":" not in uri:
+        raise UserError(f"{source} {uri!r}: a directory means MLflow's file store, which MLflow refuses since "
+                        f"3.13; {_EXPECTED}")
+    raise UserError(f"{source} {uri!r}: unknown scheme '{scheme}:'; {_EXPECTED} ({', '.join(_SCHEMES)})")
 
 
 def mapping_string(config: MemberConfig) -> str:
-    """Readable mentor mapping, e.g. `layer2->layer3:rmse@0.1;kd@0.5/T4`; `none` when independent."""
-    parts = [f"{h.student}->{h.teacher}:{h.metric}@{h.weight:g}" for h in config.active_hints()]
-    if config.w_kd:
-        parts.append(f"kd@{config.w_kd:g}/T{config.temperature:g}")
-    return ";".join(parts) or "none"
+    """Readable mentor side, e.g. `layer2->layer3:rmse@0.1;kd@0.5/T4`; `none` when independent.
+    Each loss term writes its own part (`search.train.losses`)."""
+    return describe_terms(config.terms)
 
 
 def _widths(config: MemberConfig) -> str:
@@ -120,25 +139,20 @@ def _widths(config: MemberConfig) -> str:
 
 
 def _run_name(config: MemberConfig) -> str:
-    # e.g. conv1d-8x8-hint0.1-s0: enough to tell members apart in the UI's run list.
-    parts = [f"hint{h.weight:g}" for h in config.active_hints()]
-    parts += [f"kd{config.w_kd:g}"] if config.w_kd else []
+    # e.g. conv1d-8x8-hint0.1-kd0.5-s0: enough to tell members apart in the UI's run list.
+    parts = [f"{t.kind}{t.weight:g}" for t in config.active_terms() if t.uses_mentor]
     return f"{config.arch.family}-{_widths(config)}-{'-'.join(parts) or 'indep'}-s{config.train.seed}"
 
 
 def _member_params(config: MemberConfig) -> dict[str, str]:
-    """Dotted params from `config.to_dict()`: `arch.widths=8x8`, `train.lr=0.003`, `hints=...`."""
-    out: dict[str, str] = {}
-    for key, value in config.to_dict().items():
-        if key == "hints":
-            # All hints, zero-weight ones included: the param records the config, the tag the effect.
-            hints = [f"{h['student']}->{h['teacher']}:{h['metric']}@{h['weight']:g}" for h in value]
-            out["hints"] = ";".join(hints) or "none"
-        elif isinstance(value, dict):
-            for sub, v in value.items():
-                out[f"{key}.{sub}"] = _widths(config) if (key, sub) == ("arch", "widths") else str(v)
-        else:
-            out[key] = str(value)
+    """Dotted params: `arch.widths=8x8`, `train.lr=0.003`, one `term.<kind>` per loss term kind."""
+    d = config.to_dict()
+    out = {f"arch.{k}": _widths(config) if k == "widths" else str(v) for k, v in d["arch"].items()}
+    out.update({f"train.{k}": str(v) for k, v in d["train"].items()})
+    by_kind: dict[str, list[str]] = {}
+    for t in config.terms:  # zero-weight terms included: the params record the config, the tag the effect
+        by_kind.setdefault(t.kind, []).append(TERMS[t.kind].describe(t))
+    out.update({f"term.{k}": ";".join(v) for k, v in by_kind.items()})
     out["independent"] = str(config.independent)
     return out
 
@@ -194,6 +208,7 @@ class SweepTracker:
             )
         if found is not None:
             self.experiment_id = found.experiment_id
+            self._training_view()
             return
         try:
             self.experiment_id = self.client.create_experiment(experiment, self._artifact_location())
@@ -203,6 +218,12 @@ class SweepTracker:
             if found is None:
                 raise
             self.experiment_id = found.experiment_id
+        self._training_view()
+
+    def _training_view(self) -> None:
+        # MLflow 3's UI opens an experiment on its GenAI overview unless the experiment says
+        # it holds model training (the value the 3.17 UI itself writes when a user switches)
+        self.client.set_experiment_tag(self.experiment_id, "mlflow.experimentKind", "custom_model_development")
 
     def _artifact_location(self) -> str | None:
         # With a sqlite store MLflow would put artifacts in ./mlruns of whatever the cwd is;
@@ -293,7 +314,7 @@ class SweepTracker:
                 **{str(k): str(v) for k, v in tags.items()},
                 "mentee.kind": "mentee",
                 "mentee.member_id": member_id,
-                "mentee.status": result.status,
+                "mentee.status": str(result.status),
                 "mentee.arch_key": config.arch.key(),
                 "mentee.family": config.arch.family,
                 "mentee.mapping": mapping_string(config),
@@ -330,10 +351,17 @@ class SweepTracker:
         self.client.set_terminated(parent_run_id, RunStatus.to_string(RunStatus.from_string(status)))
 
     def existing_member_ids(self, parent_run_id: str) -> set[str]:
-        """`mentee.member_id` of every child already logged under the parent (resume skips them)."""
+        """`mentee.member_id` of every child logged completely under the parent (resume skips
+        them). A child still RUNNING was cut off mid-log (the driver died): it is deleted here,
+        so its member is trained and logged again and ends with exactly one run."""
         found = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
-        runs = _search(self.client, [self.experiment_id], found)
-        return {r.data.tags["mentee.member_id"] for r in runs if "mentee.member_id" in r.data.tags}
+        done = set()
+        for r in _search(self.client, [self.experiment_id], found):
+            if r.info.status == "RUNNING":
+                self.client.delete_run(r.info.run_id)
+            elif "mentee.member_id" in r.data.tags:
+                done.add(r.data.tags["mentee.member_id"])
+        return done
 
     def find_sweep(self, experiment: str | None = None) -> str | None:
         """Latest sweep of the experiment that did not finish (RUNNING, FAILED or KILLED), if any."""
@@ -358,6 +386,8 @@ def _row(run: Any) -> dict[str, Any]:
         "parent_run_id": tags.get("mlflow.parentRunId"),
         "experiment_id": run.info.experiment_id,
         "member_id": tags.get("mentee.member_id"),
+        "work": tags.get("mentee.work"),
+        "node_id": tags.get("mentee.node_id"),
         "status": tags.get("mentee.status"),
         "arch_key": tags.get("mentee.arch_key"),
         "independent": params.get("independent") == "True",
@@ -368,7 +398,7 @@ def _row(run: Any) -> dict[str, Any]:
         "seed": int(tags.get("mentee.seed", 0)),
         **{
             k: metrics.get(k, nan)
-            for k in ("val_acc", "test_acc", *_COST_KEYS, "train_seconds", "epochs_run")
+            for k in ("val_acc", "test_acc", *COST_AXES, "train_seconds", "epochs_run")
         },
         "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
     }

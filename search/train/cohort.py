@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from search.config import ArchConfig, MemberConfig, MemberResult
+from search.config import ArchConfig, MemberConfig, MemberResult, Status
 from search.data import Splits
 from search.measure import cost as model_cost
 from search.models import create_mentee
@@ -24,6 +24,7 @@ from search.pareto import pareto_rank
 from search.train.cache import MentorCache
 from search.train.device import on_stream
 from search.train.group import FusedGroup, group_key
+from search.train.losses import TERMS
 
 __all__ = ["train_cohort"]
 
@@ -41,8 +42,9 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
     just for being small; a dropped member ends with status "pruned"."""
     cfgs = list(cfgs)
     mentor_shapes = mentor_shapes or {}
-    need = {h.teacher for c in cfgs for h in c.active_hints()}
-    if (need or any(c.w_kd > 0 for c in cfgs)) and cache is None:
+    mentored = [t for c in cfgs for t in c.active_terms() if t.uses_mentor]
+    need = {m for t in mentored for m in TERMS[t.kind].mentor_taps(t.params)}
+    if mentored and cache is None:
         raise ValueError("mentored members need a MentorCache")
     missing = need - set(cache.feats if cache else ())
     if missing:
@@ -61,7 +63,7 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
     t1 = time.perf_counter()
     curves: list[dict[str, list[float]]] = [{"train_loss": [], "val_acc": []} for _ in cfgs]
     test_acc = [float("nan")] * len(cfgs)
-    status = ["finished"] * len(cfgs)
+    status = [Status.FINISHED] * len(cfgs)
     errors: list[str | None] = [None] * len(cfgs)
     real_params = [_cost(c.arch, splits)["params"] for c in cfgs]
     epochs = max(c.train.epochs for c in cfgs)
@@ -91,7 +93,7 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
                 if test is not None:
                     test_acc[i] = float(test[r])
                 if not math.isfinite(float(loss[r])):
-                    status[i], errors[i] = "failed", f"loss became {float(loss[r])} in epoch {e + 1}"
+                    status[i], errors[i] = Status.FAILED, f"loss became {float(loss[r])} in epoch {e + 1}"
                 else:
                     alive.append(r)
             if len(alive) < len(g.idx):
@@ -107,7 +109,7 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
                     rows = [r for r, i in enumerate(g.idx) if i not in stop]
                     for i in g.idx:
                         if i in stop:
-                            status[i] = "pruned"
+                            status[i] = Status.PRUNED
                     if len(rows) < len(g.idx):
                         g.keep(rows) if rows else groups.remove(g)
         if on_epoch is not None:
@@ -143,7 +145,7 @@ def _results(cfgs, groups, splits, curves, test_acc, status, errors, keep_weight
         out.append(MemberResult(
             config=c, status=status[i],
             val_acc=cv["val_acc"][-1] if cv["val_acc"] else float("nan"),
-            test_acc=test_acc[i] if status[i] == "finished" else float("nan"),
+            test_acc=test_acc[i] if status[i] is Status.FINISHED else float("nan"),
             epochs_run=len(cv["val_acc"]), curves=cv,
             cost=_cost(c.arch, splits), train_seconds=share,
             state_dict=state, error=errors[i]))

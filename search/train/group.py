@@ -12,7 +12,6 @@ is replayed as a CUDA graph: tiny models are all launch overhead otherwise.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -20,40 +19,47 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from search.config import ArchConfig, HintConfig, MemberConfig
+from search.config import ArchConfig, MemberConfig, TermConfig
 from search.data import Splits
-from search.models import Projection, create_mentee, forward_with_taps, logical_shapes, tap_shapes
+from search.models import create_mentee, forward_with_taps, logical_shapes, tap_shapes
 from search.train.cache import MentorCache
 from search.train.device import autocast
-from search.train.losses import member_loss
-from search.train.optim import lr_factor
+from search.train.losses import TERMS, LossTerm
+from search.train.optim import adamw_, lr_factor
 
-__all__ = ["FusedGroup", "MenteeWithHints", "build_member", "group_key"]
+__all__ = ["FusedGroup", "MenteeWithTerms", "build_member", "group_key"]
 
 
-class MenteeWithHints(nn.Module):
-    """A mentee plus one projection per hint; `forward` returns logits and projected taps."""
+class MenteeWithTerms(nn.Module):
+    """A mentee plus one module per loss-term slot. `forward(x)` gives logits; with labels and
+    the mentor's batch it gives the vector of every slot's loss (weighted outside, per member)."""
 
-    def __init__(self, net: nn.Module, student_taps: Sequence[str], projections: Sequence[Projection]):
+    def __init__(self, net: nn.Module, terms: Sequence[LossTerm]):
         super().__init__()
         self.net = net
-        self.student_taps = tuple(student_taps)
-        self.proj = nn.ModuleList(projections)
+        self.terms = nn.ModuleList(terms)
+        taps: list[str] = []
+        for t in terms:
+            taps += [s for s in type(t).student_taps(t.params) if s not in taps]
+        self.student_taps = tuple(taps)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, mentor: dict[str, torch.Tensor] | None = None,
+                p: Sequence[dict[str, torch.Tensor]] = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if y is None:
+            return self.net(x), None
         logits, feats = forward_with_taps(self.net, x, self.student_taps)
-        return logits, [p(f) for p, f in zip(self.proj, feats)]
+        named = dict(zip(self.student_taps, feats))
+        return logits, torch.stack([t(logits, named, y, mentor, pt) for t, pt in zip(self.terms, p)])
 
 
-def build_member(arch: ArchConfig, cfg: MemberConfig, input_shape: Sequence[int], num_classes: int,
-                 mentor_shapes: dict[str, tuple[int, ...]]) -> MenteeWithHints:
-    """Build `arch` (the member's own or a wider template) with the member's projections.
-    Initialised from the global RNG: seed it first."""
+def build_member(arch: ArchConfig, slots: Sequence[TermConfig], input_shape: Sequence[int], num_classes: int,
+                 mentor_shapes: dict[str, tuple[int, ...]]) -> MenteeWithTerms:
+    """Build `arch` (the member's own or a wider template) with one module per term in `slots`.
+    Initialised from the global RNG: seed it first (the net first, then the terms in order)."""
     net = create_mentee(arch, input_shape, num_classes)
-    hints = cfg.active_hints()
-    src = _tap_shapes(net, arch, tuple(h.student for h in hints), tuple(input_shape))
-    proj = [Projection(s, mentor_shapes[h.teacher]) for s, h in zip(src, hints)]
-    return MenteeWithHints(net, [h.student for h in hints], proj)
+    wanted = tuple(dict.fromkeys(s for t in slots for s in TERMS[t.kind].student_taps(t.params)))
+    shapes = dict(zip(wanted, _tap_shapes(net, arch, wanted, tuple(input_shape))))
+    return MenteeWithTerms(net, [TERMS[t.kind](t.params, shapes, mentor_shapes) for t in slots])
 
 
 _SHAPES: dict[tuple, list[tuple[int, ...]]] = {}
@@ -69,7 +75,7 @@ def _tap_shapes(net: nn.Module, arch: ArchConfig, taps: tuple[str, ...], shape: 
 def group_key(cfg: MemberConfig) -> tuple:
     """Members with equal keys train fused. Width is bucketed by powers of two so that
     padding never more than doubles a member's width (and its compute). Mappings do not
-    split groups: a group computes the union of its members' hint terms, each member
+    split groups: a group computes the union of its members' loss-term slots, each member
     weighting the ones that are not its own by exactly 0."""
     a, t = cfg.arch, cfg.train
     bucket = math.ceil(math.log2(max(a.widths)))
@@ -87,34 +93,37 @@ class FusedGroup:
         c0 = cfgs[0]
         widths = tuple(max(ws) for ws in zip(*(c.arch.widths for c in cfgs)))
         self.template_arch = ArchConfig(c0.arch.family, widths, c0.arch.kernel, c0.arch.batch_norm)
-        # the union of the members' hint terms, in first-seen order
-        union: list[tuple[str, str, str]] = []
+        # the union of the members' term slots, in first-seen order
+        union: dict[tuple, TermConfig] = {}
         for c in cfgs:
-            union += [k for k in ((h.student, h.teacher, h.metric) for h in c.active_hints()) if k not in union]
+            for t in c.active_terms():
+                union.setdefault(TERMS[t.kind].slot(t), t)
+        keys = list(union)
         shape, nc = splits.input_shape, splits.num_classes
-        union_cfg = dataclasses.replace(c0, hints=tuple(HintConfig(a, b, m, 1.0) for a, b, m in union))
         with torch.random.fork_rng(devices=[]):
-            template = build_member(self.template_arch, union_cfg, shape, nc, mentor_shapes)
+            template = build_member(self.template_arch, list(union.values()), shape, nc, mentor_shapes)
         self.logical = logical_shapes(template)
         members = []
         for c in cfgs:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(c.train.seed)
-                real = build_member(c.arch, c, shape, nc, mentor_shapes)
-            slots = [union.index((h.student, h.teacher, h.metric)) for h in c.active_hints()]
-            members.append(self._pad(real, template, slots))
+                real = build_member(c.arch, c.active_terms(), shape, nc, mentor_shapes)
+            members.append(self._pad(real, template, [keys.index(TERMS[t.kind].slot(t)) for t in c.active_terms()]))
         self.params, self.buffers = stack_module_state(members)
         self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in self.params.items()}
         self.buffers = {k: v.to(device) for k, v in self.buffers.items()}
         self.base = copy.deepcopy(template).to("meta")
-        self.teacher_taps = [t for _, t, _ in union]
-        self.metrics = [m for _, _, m in union]
-        self.kd = any(c.w_kd > 0 for c in cfgs)
+        kinds = [TERMS[t.kind] for t in union.values()]
+        self.needs_logits = any(k.needs_logits for k in kinds)
+        self.mentor_taps = list(
+            dict.fromkeys(m for t in union.values() for m in TERMS[t.kind].mentor_taps(t.params)))
         f32 = dict(device=device, dtype=torch.float32)
-        self.w = {"ce": torch.tensor([c.w_ce for c in cfgs], **f32),
-                  "kd": torch.tensor([c.w_kd for c in cfgs], **f32),
-                  "T": torch.tensor([c.temperature for c in cfgs], **f32),
-                  "hint": torch.tensor([_union_weights(c, union) for c in cfgs], **f32)}
+        # per member: the weight of every slot (0 where the slot is not the member's own) and
+        # every slot's member parameters (the term's default where it is not)
+        own = [{TERMS[t.kind].slot(t): t for t in c.active_terms()} for c in cfgs]
+        self.w = torch.tensor([[o[k].weight if k in o else 0.0 for k in keys] for o in own], **f32)
+        self.p = [{name: torch.tensor([float(o[k].params.get(name, d)) if k in o else d for o in own], **f32)
+                   for name, d in kind.member_params.items()} for k, kind in zip(keys, kinds)]
         self.lr = torch.tensor([c.train.lr for c in cfgs], **f32)
         self.wd = torch.tensor([c.train.weight_decay for c in cfgs], **f32)
         self.m = {k: torch.zeros_like(v) for k, v in self.params.items()}
@@ -134,19 +143,19 @@ class FusedGroup:
 
     def _pad(self, real: nn.Module, template: nn.Module, slots: list[int]) -> nn.Module:
         """`template`-shaped copy of `real`: real values in the leading slice, zeros elsewhere.
-        The member's i-th projection goes to union slot `slots[i]`; other slots stay zero
-        (weighted by 0, they get exactly zero gradient and never move)."""
+        The member's i-th term goes to union slot `slots[i]`; other slots stay zero (weighted
+        by 0, they get exactly zero gradient and never move)."""
         out = copy.deepcopy(template)
         real_state, real_logical = real.state_dict(), logical_shapes(real)
         rename = {}
         for k in real_state:
-            if k.startswith("proj."):
-                i, rest = k[5:].split(".", 1)
-                rename[f"proj.{slots[int(i)]}.{rest}"] = k
+            if k.startswith("terms."):
+                i, rest = k[6:].split(".", 1)
+                rename[f"terms.{slots[int(i)]}.{rest}"] = k
         state = {}
         for k, t in template.state_dict().items():
             src = rename.get(k, k)
-            if src not in real_state:  # a hint slot that is not this member's
+            if src not in real_state:  # a term slot that is not this member's
                 state[k] = torch.zeros_like(t)
                 continue
             r = real_state[src]
@@ -179,7 +188,8 @@ class FusedGroup:
         pick = lambda d: {k: v.detach().index_select(0, sel) for k, v in d.items()}  # noqa: E731
         self.params = {k: v.requires_grad_(True) for k, v in pick(self.params).items()}
         self.buffers, self.m, self.v = pick(self.buffers), pick(self.m), pick(self.v)
-        self.w = {k: v.index_select(0, sel) for k, v in self.w.items()}
+        self.w = self.w.index_select(0, sel)
+        self.p = [{k: v.index_select(0, sel) for k, v in d.items()} for d in self.p]
         self.lr, self.wd = self.lr.index_select(0, sel), self.wd.index_select(0, sel)
         self.idx = [self.idx[r] for r in rows]
         self.cfgs = [self.cfgs[r] for r in rows]
@@ -188,10 +198,9 @@ class FusedGroup:
         self.graph, self.eager_steps = None, 0  # shapes changed: warm up and capture anew
 
     # -- one epoch ------------------------------------------------------------
-    def _loss(self, params, buffers, x, y, t_logits, t_feats, w):
-        logits, preds = functional_call(self.base, (params, buffers), (x,))
-        targets = [p.target(t) for p, t in zip(self.base.proj, t_feats)]
-        return member_loss(logits, preds, y, t_logits if self.kd else None, targets, self.metrics, w)
+    def _loss(self, params, buffers, x, y, mentor, w, p):
+        _, losses = functional_call(self.base, (params, buffers), (x, y, mentor, p))
+        return (w * losses).sum()  # a slot that is not this member's has weight exactly 0
 
     def _step(self) -> None:
         """One fused step. Everything that changes from step to step (the batch's sample
@@ -200,13 +209,14 @@ class FusedGroup:
         s, c, bs = self.splits, self.cache, self.bs
         ids = self.order.index_select(1, self.pos + self.arange)  # [K, B] sample ids, each member its own
         x, y = s.x_train[ids], s.y_train[ids]
-        t_logits = c.logits[ids] if self.kd else torch.zeros(ids.shape, device=ids.device)
-        t_feats = [c.feats[t][ids] for t in self.teacher_taps]
-        vloss = torch.func.vmap(self._loss, in_dims=(0, 0, 0, 0, 0, 0, 0), randomness="different")
+        mentor = {t: c.feats[t][ids] for t in self.mentor_taps}  # each member its own batch's targets
+        if self.needs_logits:
+            mentor["logits"] = c.logits[ids]
+        vloss = torch.func.vmap(self._loss, in_dims=0, randomness="different")
         with autocast(ids.device):
-            loss = vloss(self.params, self.buffers, x, y, t_logits, t_feats, self.w)
+            loss = vloss(self.params, self.buffers, x, y, mentor, self.w, self.p)
         loss.sum().backward()  # members are independent: d(sum)/dθ_k = dL_k/dθ_k
-        self._adamw()
+        adamw_(self.params, self.m, self.v, self.t, self.sched, self.lr, self.wd)
         with torch.no_grad():
             self.loss_sum += loss.detach()
             self.t += 1
@@ -264,23 +274,6 @@ class FusedGroup:
                 self.graph.replay()  # capture records the step; this runs it
             torch.cuda.current_stream().wait_stream(side)
 
-    @torch.no_grad()
-    def _adamw(self, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> None:
-        """AdamW with per-member learning rate and weight decay (decay on weights only)."""
-        tf = (self.t + 1).float()
-        bc1, bc2 = 1 - b1 ** tf, 1 - b2 ** tf
-        factor = self.sched.index_select(0, self.t.view(1))  # not sched[t]: that would read t on the host
-        for k, p in self.params.items():
-            g = p.grad
-            view = (-1,) + (1,) * (p.dim() - 1)
-            lr = (self.lr * factor).view(view)
-            if p.dim() > 2:  # stacked matrices and kernels; biases, BN and scalars are not decayed
-                p.mul_(1 - lr * self.wd.view(view))
-            m, v = self.m[k], self.v[k]
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.sub_(lr / bc1 * m / (v / bc2).sqrt_().add_(eps))
-
     def _zero_grad(self) -> None:
         for p in self.params.values():
             p.grad = None
@@ -295,11 +288,3 @@ class FusedGroup:
                 logits = f(self.params, self.buffers, x[i:i + chunk])
             correct += (logits.argmax(-1) == y[i:i + chunk]).sum(1)
         return correct / len(x)
-
-
-def _union_weights(cfg: MemberConfig, union: list[tuple[str, str, str]]) -> list[float]:
-    w = [0.0] * max(len(union), 1)
-    for h in cfg.active_hints():
-        w[union.index((h.student, h.teacher, h.metric))] = h.weight
-    return w
-

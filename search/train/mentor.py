@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from search.config import ArchConfig, MemberConfig, TrainConfig
+from search.config import ArchConfig, MemberConfig, Status, TrainConfig
 from search.data import Splits
 from search.errors import TrainingDiverged, UserError
 from search.models import Mentor, create_mentee, load_mentor, save_mentor
@@ -28,7 +28,7 @@ def train_mentor(arch: ArchConfig, splits: Splits, *, epochs: int = 60, lr: floa
     cfg = MemberConfig(arch=arch, train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
                                                     weight_decay=5e-4, schedule="onecycle", seed=seed))
     (res,) = train_cohort([cfg], splits, on_epoch=on_epoch)
-    if res.status != "finished":
+    if res.status is not Status.FINISHED:
         raise TrainingDiverged(f"mentor training failed: {res.error}")
     model = create_mentee(arch, splits.input_shape, splits.num_classes)
     model.load_state_dict(res.state_dict)
@@ -60,8 +60,6 @@ def ensure_mentor(spec, splits: Splits, on_epoch: Callable[[int, int], None] | N
     mentor = mentor_from_spec(spec, splits)
     if mentor is not None:
         return mentor
-    a = spec.arch
-    arch = ArchConfig(a.family, tuple(a.widths), a.kernel, a.batch_norm)
-    mentor, _ = train_mentor(arch, splits, epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size,
+    mentor, _ = train_mentor(spec.arch.config(), splits, epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size,
                              seed=spec.seed, out=spec.path, on_epoch=on_epoch)
     return mentor

@@ -1,8 +1,13 @@
-"""What runs inside a Ray Tune trial: train one cohort and report it.
+"""What runs in Ray's worker processes: the cohort trial, and the mentor's preparation.
+
+    cohort_trainable(CohortSpec.to_dict(), payload=TrialPayload)   # one Ray Tune trial
+    prepare_mentor(spec, data, taps, mentor_file)                   # a Ray task on a GPU node
 
 Kept apart from `search.sweep` so that a trial process imports torch and the training
-code only (no Optuna, no MLflow): trial processes start faster, and the driver-only
-rule (only the driver writes MLflow and Optuna) holds by construction.
+code only (no Optuna, no MLflow): trial processes start faster, and the rule that only the
+driver writes MLflow and Optuna holds by construction. The driver never trains: even the
+mentor is trained (on first use of a space) and cached inside `prepare_mentor`, which the
+driver runs as a Ray task on a node with a GPU.
 """
 
 from __future__ import annotations
@@ -10,65 +15,110 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from search.config import MemberConfig, MemberResult
+from search.config import CohortReport, CohortSpec, MemberResult, TrialPayload
 from search.data import Splits
 from search.train.cache import MentorCache
 from search.train.cohort import train_cohort
 from search.train.device import pick_device
 
-__all__ = ["cohort_trainable", "result_to_dict", "on_device"]
+__all__ = ["cohort_trainable", "prepare_mentor", "on_device", "splits_to_arrays"]
 
 _PROCESS_START = time.time()
 
 _DEVICE_DATA: dict[str, tuple[Splits, MentorCache | None]] = {}  # per trial process, kept across trials
 
 
-def on_device(payload: dict) -> tuple[Splits, MentorCache | None]:
-    """Splits and mentor cache on this process's device, built once per process."""
-    key = payload["key"]
-    if key not in _DEVICE_DATA:
+def splits_to_arrays(s: Splits) -> dict[str, np.ndarray]:
+    return {k: getattr(s, k).cpu().numpy() for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+
+
+def _splits(name: str, tensors: dict[str, np.ndarray], num_classes: int, input_shape, dev) -> Splits:
+    t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in tensors.items()}
+    return Splits(name, t["x_train"], t["y_train"], t["x_val"], t["y_val"], t["x_test"], t["y_test"],
+                  num_classes, tuple(input_shape))
+
+
+def on_device(p: TrialPayload) -> tuple[Splits, MentorCache | None]:
+    """Splits and mentor cache on this process's device, built once per process and sweep."""
+    if p.key not in _DEVICE_DATA:
         _DEVICE_DATA.clear()  # a new sweep in a reused process: free the old one
-        dev = pick_device(payload.get("device"))
-        s = payload["splits"]
-        t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in s["tensors"].items()}
-        splits = Splits(s["name"], t["x_train"], t["y_train"], t["x_val"], t["y_val"], t["x_test"], t["y_test"],
-                        s["num_classes"], tuple(s["input_shape"]))
+        dev = pick_device(p.device)
         cache = None
-        if payload["cache"] is not None:
-            c = payload["cache"]
-            cache = MentorCache(torch.from_numpy(c["logits"]).to(dev),
-                                {k: torch.from_numpy(v).to(dev) for k, v in c["feats"].items()})
-        _DEVICE_DATA[key] = (splits, cache)
-    return _DEVICE_DATA[key]
+        if p.mentor_logits is not None:
+            cache = MentorCache(torch.from_numpy(p.mentor_logits).to(dev),
+                                {k: torch.from_numpy(v).to(dev) for k, v in p.mentor_feats.items()})
+        _DEVICE_DATA[p.key] = (_splits(p.dataset, p.tensors, p.num_classes, p.input_shape, dev), cache)
+    return _DEVICE_DATA[p.key]
 
 
-def cohort_trainable(config: dict, payload: dict) -> None:
+def _train_splitting(cfgs, splits, cache, p: TrialPayload, inner: dict) -> list[MemberResult]:
+    """Train the cohort; if it does not fit the GPU, train it in halves (recursively): a cohort
+    that is too big for a card costs time, never mentees."""
+    try:
+        return train_cohort(cfgs, splits, cache=cache, mentor_shapes=p.mentor_shapes, rungs=p.rungs, eta=p.eta,
+                            timing=inner)
+    except torch.OutOfMemoryError:
+        if len(cfgs) == 1:
+            raise
+        torch.cuda.empty_cache()
+        inner["oom_splits"] = inner.get("oom_splits", 0) + 1
+        half = len(cfgs) // 2
+        return (_train_splitting(cfgs[:half], splits, cache, p, inner)
+                + _train_splitting(cfgs[half:], splits, cache, p, inner))
+
+
+def cohort_trainable(config: dict, payload: TrialPayload) -> None:
     """One Ray Tune trial: train the cohort, report every member, weights in the checkpoint."""
+    import ray
     from ray import tune
 
     t0 = time.time()
     splits, cache = on_device(payload)
     t1 = time.time()
-    cfgs = [MemberConfig.from_dict(d) for d in config["members"]]
+    spec = CohortSpec.from_dict(config)
     inner: dict[str, float] = {}
-    results = train_cohort(cfgs, splits, cache=cache, mentor_shapes=payload["mentor_shapes"],
-                           rungs=payload["rungs"], eta=payload["eta"], timing=inner)
+    results = _train_splitting([w.config for w in spec.items], splits, cache, payload, inner)
     t2 = time.time()
     with tempfile.TemporaryDirectory() as d:
         # one file for the cohort: a file per member costs more than the tensors in it
-        torch.save({mid: r.state_dict for mid, r in zip(config["member_ids"], results) if r.state_dict is not None},
+        torch.save({w.member_id: r.state_dict for w, r in zip(spec.items, results) if r.state_dict is not None},
                    Path(d) / "weights.pt")
-        members = [result_to_dict(r) for r in results]
         timing = {"since_process_start": t0 - _PROCESS_START, "data_to_device": t1 - t0, "train": t2 - t1,
                   **{f"train.{k}": v for k, v in inner.items()}, "save": time.time() - t2}
-        tune.report({"members": members, "finished": sum(r.status == "finished" for r in results),
-                     "timing": timing}, checkpoint=tune.Checkpoint.from_directory(d))
+        report = CohortReport(results, ray.get_runtime_context().get_node_id(), timing)
+        tune.report(report.to_dict(), checkpoint=tune.Checkpoint.from_directory(d))
 
 
-def result_to_dict(r: MemberResult) -> dict:
-    return {"status": r.status, "val_acc": r.val_acc, "test_acc": r.test_acc, "epochs_run": r.epochs_run,
-            "curves": r.curves, "cost": r.cost, "train_seconds": r.train_seconds, "error": r.error}
+def prepare_mentor(spec: Any, data: dict[str, Any], taps: list[str], mentor_file: bytes | None,
+                   device: str | None = None) -> dict[str, Any]:
+    """Load the mentor (from `mentor_file`'s bytes) or train it (first use of a space), then
+    compute its cache over the training set. Runs as a Ray task on a GPU node (or in-process
+    without a cluster); returns numpy arrays and, if it trained, the new mentor file's bytes
+    for the driver to save where the space says. Also reports the device's free memory, so
+    the driver can size cohorts without touching CUDA itself."""
+    from search.train.mentor import ensure_mentor, mentor_from_spec
+
+    dev = pick_device(device)
+    splits = _splits(data["name"], data["tensors"], data["num_classes"], data["input_shape"], dev)
+    trained = None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mentor.pt"
+        if mentor_file is not None:
+            path.write_bytes(mentor_file)
+        local = spec.model_copy(update={"path": str(path)})
+        mentor = mentor_from_spec(local, splits) if mentor_file is not None else None
+        if mentor is None:
+            mentor = ensure_mentor(local, splits)
+            trained = path.read_bytes()
+    mentor.model.to(dev)
+    cache = MentorCache.build(mentor, splits.x_train, taps)
+    free = torch.cuda.mem_get_info()[0] if dev.type == "cuda" else 0
+    return {"logits": cache.logits.cpu().numpy(), "feats": {k: v.cpu().numpy() for k, v in cache.feats.items()},
+            "shapes": dict(zip(taps, mentor.tap_shapes(taps))), "trained_file": trained,
+            "metrics": mentor.spec.get("metrics", {}), "device_free_bytes": int(free),
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}

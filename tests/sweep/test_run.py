@@ -163,7 +163,7 @@ def test_tiny_sweep_end_to_end(tiny):
     done = runs[(runs.status == "finished") & runs.independent]
     for key in set(runs[~runs.independent].arch_key):
         assert key in set(done.arch_key), f"mentored arch {key} has no independent run"
-    twins = runs[runs.member_id.str.startswith("twin-")]
+    twins = runs[(runs.work == "twin")]
     assert twins.independent.all() and (twins.member_id == "twin-" + twins.arch_key).all()
 
     # MLflow's own view of the parent and a twin.
@@ -172,7 +172,7 @@ def test_tiny_sweep_end_to_end(tiny):
     assert parent.info.status == "FINISHED" and parent.data.tags["mentee.kind"] == "sweep"
     assert parent.data.metrics["finished"] == len(runs) and parent.data.metrics["pruned"] == 0
     if len(twins):
-        assert client.get_run(twins.run_id.iloc[0]).data.tags["mentee.twin"] == "True"
+        assert client.get_run(twins.run_id.iloc[0]).data.tags["mentee.work"] == "twin"
 
     # The Optuna study: every trial told, with (val_acc, params), matching MLflow.
     assert len(trials) == len(runs) - len(twins)
@@ -267,12 +267,12 @@ def test_early_stopping_prunes(ray_local, shared_mentor, tmp_path, monkeypatch):
     states = {str(t.number): t.state for t in study.trials}
     for _, row in pruned.iterrows():
         assert client.get_run(row.run_id).info.status == "KILLED"
-        if not row.member_id.startswith("twin-"):
+        if not row.work == "twin":
             assert states[row.member_id] == optuna.trial.TrialState.PRUNED
     for _, row in finished.iterrows():
-        if not row.member_id.startswith("twin-"):
+        if not row.work == "twin":
             assert states[row.member_id] == optuna.trial.TrialState.COMPLETE
-    assert set(states) == set(runs.member_id[~runs.member_id.str.startswith("twin-")])
+    assert set(states) == set(runs.member_id[runs.work != "twin"])
     with pytest.raises(UserError, match="pruned"):
         load_member(uri, pruned.run_id.iloc[0])  # stopped early: no weights to export
 
@@ -377,7 +377,7 @@ def test_resume_after_kill(killed_and_resumed):
     trials = r["study"].trials
     assert {str(t.number) for t in trials} <= set(after.member_id)
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
-    twins = after[after.member_id.str.startswith("twin-")]
+    twins = after[(after.work == "twin")]
     assert set(after.member_id) - set(twins.member_id) == {str(t.number) for t in trials}
     assert (twins.member_id == "twin-" + twins.arch_key).all() and twins.independent.all()
     # (which architecture gets a twin can differ from an uninterrupted sweep: an independent

@@ -11,7 +11,7 @@ import mlflow
 import pytest
 import torch
 
-from search.config import ArchConfig, HintConfig, MemberConfig, MemberResult, TrainConfig
+from search.config import ArchConfig, MemberConfig, MemberResult, Status, TermConfig, TrainConfig
 from search.errors import UserError
 from search.tracking import (
     DEFAULT_TRACKING_URI,
@@ -26,14 +26,16 @@ from search.tracking import (
 
 
 def _result(widths=(8, 8), hint=0.1, seed=0, status="finished", w_kd=0.0, epochs=3) -> MemberResult:
-    hints = (HintConfig("layer2", "layer3", "rmse", hint),) if hint is not None else ()
-    config = MemberConfig(
-        ArchConfig("conv1d", tuple(widths)), TrainConfig(epochs=epochs, seed=seed), hints, w_kd=w_kd
-    )
+    terms = [TermConfig("ce", 1.0)]
+    if hint is not None:
+        terms.append(TermConfig("hint", hint, {"student": "layer2", "teacher": "layer3", "metric": "rmse"}))
+    if w_kd:
+        terms.append(TermConfig("kd", w_kd, {"temperature": 4.0}))
+    config = MemberConfig(ArchConfig("conv1d", tuple(widths)), TrainConfig(epochs=epochs, seed=seed), tuple(terms))
     done = epochs if status == "finished" else 1
     return MemberResult(
         config=config,
-        status=status,
+        status=Status(status),
         val_acc=0.5 + 0.01 * seed,
         test_acc=0.49 + 0.01 * seed,
         epochs_run=done,
@@ -119,7 +121,7 @@ def test_log_and_load_runs(sweep, uri):
     assert client.get_run(ids["m2"]).info.status == "KILLED"
     assert client.get_run(ids["m3"]).info.run_name == "conv1d-8x8-indep-s3"
     p = run.data.params
-    assert p["arch.widths"] == "8x8" and p["train.lr"] == "0.003" and p["hints"] == "layer2->layer3:rmse@0.1"
+    assert p["arch.widths"] == "8x8" and p["train.lr"] == "0.003" and p["term.hint"] == "layer2->layer3:rmse@0.1"
     assert p["independent"] == "False"
     assert run.data.tags["mentee.space_hash"] == "abc" and run.data.tags["mentee.kind"] == "mentee"
     curve = client.get_metric_history(ids["m0"], "curve.val_acc")

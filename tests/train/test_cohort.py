@@ -1,14 +1,12 @@
-import dataclasses
-
 import pytest
 import torch
 from torch.nn import functional as F
 
-from search.config import ArchConfig, HintConfig, MemberConfig, TrainConfig
+from search.config import ArchConfig, MemberConfig, TermConfig, TrainConfig
 from search.models import forward_with_taps
 from search.train.cache import MentorCache
 from search.train.cohort import train_cohort
-from search.train.losses import member_loss
+from search.train.losses import TERMS
 from search.train.mentor import train_mentor
 
 
@@ -18,20 +16,65 @@ def mentor(mnist1d_small):
     return m
 
 
+def hint(weight=0.1, student="layer2", teacher="layer3", metric="rmse"):
+    return TermConfig("hint", weight, {"student": student, "teacher": teacher, "metric": metric})
+
+
 def cfg(widths=(8, 8), seed=0, lr=1e-2, hints=(), w_kd=0.0, epochs=2, wd=1e-4, bn=False):
+    kd = (TermConfig("kd", w_kd, {"temperature": 4.0}),) if w_kd else ()
     return MemberConfig(arch=ArchConfig("conv1d", widths, 5, bn),
                         train=TrainConfig(epochs=epochs, batch_size=64, lr=lr, weight_decay=wd, seed=seed),
-                        hints=tuple(hints), w_kd=w_kd)
+                        terms=(TermConfig("ce", 1.0), *hints, *kd))
 
 
-def test_loss_is_plain_ce_when_mentor_weights_are_zero():
+def test_terms_compute_what_their_papers_say():
     logits, y = torch.randn(16, 10), torch.randint(0, 10, (16,))
-    preds, targets = [torch.randn(16, 4, 5)], [torch.randn(16, 4, 5)]
-    w = {"ce": torch.tensor(1.0), "hint": torch.tensor([0.0]), "kd": torch.tensor(0.0), "T": torch.tensor(4.0)}
-    loss = member_loss(logits, preds, y, torch.randn(16, 10), targets, ["rmse"], w)
-    assert torch.equal(loss, F.cross_entropy(logits, y))
-    w["hint"] = torch.tensor([0.5])
-    assert loss < member_loss(logits, preds, y, None, targets, ["rmse"], w)
+    assert torch.equal(TERMS["ce"]({}, {}, {})(logits, {}, y, {}, {}), F.cross_entropy(logits, y))
+    t_logits = torch.randn(16, 10)
+    kd = TERMS["kd"]({}, {}, {})(logits, {}, y, {"logits": t_logits}, {"temperature": torch.tensor(4.0)})
+    want = 16 * F.kl_div(F.log_softmax(logits / 4, -1), F.log_softmax(t_logits / 4, -1), log_target=True,
+                         reduction="batchmean")
+    assert torch.allclose(kd, want, atol=1e-6)
+    h = TERMS["hint"]({"student": "layer2", "teacher": "layer3", "metric": "rmse"}, {"layer2": (4, 5)},
+                      {"layer3": (4, 5)})
+    f = torch.randn(16, 4, 5)
+    with torch.no_grad():  # an identity projection: the hint is the plain RMSE of the maps
+        h.proj.map.weight.copy_(torch.eye(4).view(4, 4, 1))
+        h.proj.map.bias.zero_()
+    assert torch.allclose(h(logits, {"layer2": f}, y, {"layer3": f + 1}, {}), torch.tensor(1.0), atol=1e-5)
+    assert TERMS["hint"].describe(hint()) == "layer2->layer3:rmse@0.1"
+    assert MemberConfig(ArchConfig("conv1d", (4,)), terms=(TermConfig("ce", 1.0), hint(0.0))).independent
+    assert not cfg(hints=[hint(0.1)]).independent and cfg(hints=[hint(0.1)]).twin().independent
+
+
+def test_attention_transfer_matches_zagoruyko_komodakis():
+    """Q = Σ_c |F_c|² flattened and L2-normalised; loss = ‖Q_s − Q_t‖₂. Channel counts may differ,
+    zero channels (fused padding) change nothing, and equal maps cost 0."""
+    at = TERMS["attention"]({"student": "layer2", "teacher": "layer3"}, {}, {})
+    s, t = torch.randn(8, 4, 10), torch.randn(8, 16, 10)
+    q = lambda f: F.normalize(f.pow(2).sum(1).flatten(1), dim=1)  # noqa: E731
+    want = (q(s) - q(t)).norm(dim=1).mean()
+    assert torch.allclose(at(None, {"layer2": s}, None, {"layer3": t}, {}), want, atol=1e-6)
+    padded = torch.cat([s, torch.zeros(8, 3, 10)], 1)
+    assert torch.allclose(at(None, {"layer2": padded}, None, {"layer3": t}, {}), want, atol=1e-6)
+    assert at(None, {"layer2": 2 * t}, None, {"layer3": t}, {}) < 1e-6  # scale-free
+    small = at(None, {"layer2": torch.randn(8, 4, 5)}, None, {"layer3": t}, {})  # 5 positions vs 10
+    assert small.isfinite() and small > 0
+
+
+def test_attention_member_fused_equals_alone(mnist1d_small, mentor):
+    taps = ["layer2"]
+    cache = MentorCache.build(mentor, mnist1d_small.x_train, taps)
+    at = TermConfig("attention", 100.0, {"student": "layer2", "teacher": "layer2"})
+    me = MemberConfig(ArchConfig("conv1d", (4, 6)), TrainConfig(epochs=2, batch_size=64, seed=1),
+                      (TermConfig("ce", 1.0), at))
+    other = cfg((8, 8), seed=2)
+    alone, = train_cohort([me], mnist1d_small, cache=cache, mentor_shapes={})
+    fused = train_cohort([other, me], mnist1d_small, cache=cache, mentor_shapes={})
+    for k, v in alone.state_dict.items():
+        assert torch.allclose(fused[1].state_dict[k], v, rtol=1e-4, atol=1e-5), k
+    plain, = train_cohort([me.twin()], mnist1d_small)
+    assert not torch.equal(plain.state_dict["layer1.0.weight"], alone.state_dict["layer1.0.weight"])
 
 
 def test_cache_equals_live_mentor(mentor, mnist1d_small):
@@ -56,13 +99,12 @@ def test_same_seed_same_weights(mnist1d_small):
 def test_cohort_member_equals_training_alone(mnist1d_small, mentor, bn):
     """A member fused with wider members, other seeds, lrs and loss weights ends where it
     would alone: padding, stacking and per-member optimiser state change nothing."""
-    hint = HintConfig("layer2", "layer3", "rmse", 0.1)
     taps = ["layer3"]
     cache = MentorCache.build(mentor, mnist1d_small.x_train, taps)
     shapes = dict(zip(taps, mentor.tap_shapes(taps)))
-    me = cfg((4, 6), seed=1, lr=5e-3, hints=[hint], bn=bn)
-    others = [cfg((8, 8), seed=2, lr=2e-2, hints=[dataclasses.replace(hint, weight=0.5)], bn=bn, wd=1e-2),
-              cfg((5, 8), seed=3, lr=1e-2, hints=[dataclasses.replace(hint, weight=0.05)], bn=bn)]
+    me = cfg((4, 6), seed=1, lr=5e-3, hints=[hint(0.1)], bn=bn)
+    others = [cfg((8, 8), seed=2, lr=2e-2, hints=[hint(0.5)], bn=bn, wd=1e-2),
+              cfg((5, 8), seed=3, lr=1e-2, hints=[hint(0.05)], bn=bn)]
     alone, = train_cohort([me], mnist1d_small, cache=cache, mentor_shapes=shapes)
     fused = train_cohort([others[0], me, others[1]], mnist1d_small, cache=cache, mentor_shapes=shapes)
     assert fused[1].config == me
@@ -75,7 +117,7 @@ def test_cohort_member_equals_training_alone(mnist1d_small, mentor, bn):
 def test_independent_and_mentored_in_one_cohort(mnist1d_small, mentor):
     taps = ["layer3"]
     cache = MentorCache.build(mentor, mnist1d_small.x_train, taps)
-    m = cfg(hints=[HintConfig("layer2", "layer3", "rmse", 0.1)], w_kd=0.5)
+    m = cfg(hints=[hint(0.1)], w_kd=0.5)
     res = train_cohort([m, m.twin()], mnist1d_small, cache=cache, mentor_shapes={"layer3": (16, 10)})
     alone, = train_cohort([m.twin()], mnist1d_small)
     assert [r.status for r in res] == ["finished", "finished"]

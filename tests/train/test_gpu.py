@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from search.config import ArchConfig, HintConfig, MemberConfig, TrainConfig
+from search.config import ArchConfig, MemberConfig, TermConfig, TrainConfig
 from search.train.cache import MentorCache
 from search.train.cohort import train_cohort
 from search.train.mentor import train_mentor
@@ -22,7 +22,8 @@ def setup(mnist1d_small):
 def _cfgs(k):
     return [MemberConfig(ArchConfig("conv1d", (4 + i % 3, 8), 5, i % 2 == 0), TrainConfig(epochs=2, batch_size=64,
                                                                                           seed=i, lr=5e-3),
-                         hints=(HintConfig("layer2", "layer3", "rmse", 0.1 * (i % 2)),)) for i in range(k)]
+                         terms=(TermConfig("ce", 1.0), TermConfig("hint", 0.1 * (i % 2), {
+                             "student": "layer2", "teacher": "layer3", "metric": "rmse"}))) for i in range(k)]
 
 
 def test_cuda_graph_replay_equals_eager(setup):
