@@ -112,6 +112,8 @@ def export_model(model: nn.Module, input_shape: tuple[int, ...], path: str | Pat
     path = Path(path)
     if not path.parent.is_dir():
         raise UserError(f"{path}: directory '{path.parent}' does not exist")
+    if path.is_dir():  # os.replace onto a directory fails only after the whole export
+        raise UserError(f"{path}: is a directory; expected the file to write, e.g. {path / 'mentee.onnx'}")
     net = _cpu_eval(model)
     input_shape = tuple(input_shape)
     example = torch.randn((2, *input_shape), generator=torch.Generator().manual_seed(1))

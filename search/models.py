@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import importlib
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,10 +296,14 @@ def save_mentor(path: str | Path, model: nn.Module, arch: ArchConfig, *, dataset
 
 
 def _load_weights(path: Path) -> Any:
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; expected a mentor weights file (.pt)")
     if not path.is_file():
         raise UserError(f"{path}: mentor weights file not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol before refusing: noise
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and unpickling-policy errors all mean "not weights"
         first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: not a PyTorch weights file ({first})") from None
@@ -316,6 +321,9 @@ def _load_state(model: nn.Module, state: Any, path: Path) -> None:
         if tuple(state[k].shape) != tuple(v.shape):
             raise UserError(f"{path}: weight '{k}' has shape {tuple(state[k].shape)}, "
                             f"the mentor expects {tuple(v.shape)}")
+        # A NaN weight makes every mentor feature NaN: each mentored mentee would diverge mid-sweep.
+        if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all()):
+            raise UserError(f"{path}: weight '{k}' holds NaN or inf; expected a trained mentor's finite weights")
     model.load_state_dict(state)
 
 
@@ -329,10 +337,15 @@ def load_mentor(path: str | Path, *, factory: str | None = None, taps: Sequence[
         if not isinstance(blob, dict) or blob.get("format") != MENTOR_FORMAT:
             raise UserError(f"{path}: not a mentor saved by `mentee mentor train` "
                             f"(for your own network pass --factory package.module:function)")
-        arch = ArchConfig(**{**blob["arch"], "widths": tuple(blob["arch"]["widths"])})
-        shape, nc = tuple(blob["input_shape"]), int(blob["num_classes"])
+        try:  # a damaged or hand-made file: a missing key or a wrong type is the file's fault, not a bug
+            arch = ArchConfig(**{**blob["arch"], "widths": tuple(int(w) for w in blob["arch"]["widths"])})
+            shape, nc = tuple(int(d) for d in blob["input_shape"]), int(blob["num_classes"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{path}: mentor file has a missing or malformed 'arch', 'input_shape' or "
+                            f"'num_classes' ({type(e).__name__}: {e}); save it again with `mentee mentor train`"
+                            ) from None
         model = create_mentee(arch, shape, nc)
-        _load_state(model, blob["state_dict"], path)
+        _load_state(model, blob.get("state_dict"), path)
         names = tuple(taps) if taps else tuple(model.taps)
         check_taps(model, names, f"{path}")
         spec = {"kind": "family", "arch": blob["arch"], "dataset": blob.get("dataset"),
@@ -356,6 +369,9 @@ def _build_factory(factory: str) -> nn.Module:
         fn = getattr(importlib.import_module(mod_name), fn_name)
     except (ImportError, AttributeError) as e:
         raise UserError(f"mentor factory '{factory}': {e}") from None
+    if not callable(fn):  # e.g. `os:sep`: calling it would be a TypeError traceback
+        raise UserError(f"mentor factory '{factory}': '{fn_name}' is a {type(fn).__name__}, not callable; "
+                        "expected a function that returns an nn.Module")
     model = fn()
     if not isinstance(model, nn.Module):
         raise UserError(f"mentor factory '{factory}' returned {type(model).__name__}, expected an nn.Module")
