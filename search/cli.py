@@ -254,8 +254,13 @@ def _runs(tracking_uri, experiment):
     return df
 
 
-FRONT_COLUMNS = ["run_id", "family", "widths", "kernel", "mapping", "params", "bytes_int8", "macs", "val_acc",
-                 "test_acc", "independent_test_acc", "test_gain"]
+FRONT_COLUMNS = ["run_id", "family", "widths", "kernel", "mapping", "params", "bytes_int8", "sram_int8", "macs",
+                 "val_acc", "test_acc", "independent_test_acc", "test_gain"]
+
+
+def _device(name: str, extra: Path | None):
+    from search.devices import get_device, load_devices
+    return get_device(name, load_devices(extra))
 
 
 @app.command()
@@ -263,21 +268,28 @@ FRONT_COLUMNS = ["run_id", "family", "widths", "kernel", "mapping", "params", "b
 def pareto(
     experiment: Optional[str] = typer.Option(None, help="Experiment (= space name); default: all."),
     tracking_uri: Optional[str] = typer.Option(None, help=URI_HELP),
-    by: str = typer.Option("params", help="Cost axis: params, bytes_fp32, bytes_int8 or macs."),
+    by: str = typer.Option("params", help="Cost axis: params, bytes_fp32, bytes_int8, sram_fp32, sram_int8, macs."),
     fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown."),
     gains_too: bool = typer.Option(True, "--gains/--no-gains",
                                    help="Also print mentored vs independent at every size (table and markdown)."),
+    device: Optional[str] = typer.Option(None, help="Mark which points fit this device (spaces/devices.yaml)."),
+    devices: Optional[Path] = typer.Option(None, help="Your own device profiles (YAML), added to the shipped ones."),
 ):
     """Print the non-dominated front (val accuracy vs cost) with the mentorship gain at each point."""
+    from search.config import COST_AXES
     from search.pareto import format_front, mentorship_summary, pareto_front, print_front, with_mentorship_gain
 
-    if by not in ("params", "bytes_fp32", "bytes_int8", "macs"):
-        raise UserError(f"--by: '{by}' is not a cost; expected params, bytes_fp32, bytes_int8 or macs")
+    if by not in COST_AXES:
+        raise UserError(f"--by: '{by}' is not a cost; expected one of {', '.join(COST_AXES)}")
     if fmt not in ("table", "csv", "json", "markdown"):
         raise UserError(f"--format: '{fmt}' is not one of table, csv, json, markdown")
+    profile = _device(device, devices) if device else None
     df = _runs(tracking_uri, experiment)
     front = with_mentorship_gain(pareto_front(df, acc="val_acc", cost=by), df, acc="val_acc")
     cols = [c for c in FRONT_COLUMNS if c in front.columns]
+    if profile is not None:
+        front[f"fits {profile.name}"] = [profile.fits(r) for _, r in front.iterrows()]
+        cols.append(f"fits {profile.name}")
     gains = mentorship_summary(df, acc="test_acc", select="val_acc")
     if fmt == "table":
         print_front(front, f"Pareto front: val accuracy vs {by} ({len(front)} of {len(df)} mentees)", cols)
@@ -296,26 +308,74 @@ def pick(
     max_params: Optional[str] = typer.Option(None, help="Parameter budget, e.g. 5000, 5k, 1.2M."),
     max_bytes: Optional[str] = typer.Option(None, help="Weight-memory budget (int8 weights), e.g. 64KiB, 1MB."),
     max_macs: Optional[str] = typer.Option(None, help="Compute budget per sample, e.g. 200k, 1M."),
+    device: Optional[str] = typer.Option(None, help="Pick within a device's budgets, e.g. stm32f746 "
+                                                    "(spaces/devices.yaml)."),
+    devices: Optional[Path] = typer.Option(None, help="Your own device profiles (YAML), added to the shipped ones."),
     experiment: Optional[str] = typer.Option(None, help="Experiment (= space name); default: all."),
     tracking_uri: Optional[str] = typer.Option(None, help=URI_HELP),
 ):
-    """Print the most accurate finished mentee (by val accuracy) within the budget."""
+    """Print the most accurate finished mentee (by val accuracy) within the budget or device."""
     from search.pareto import parse_budget
     from search.pareto import pick as pick_row
 
-    if max_params is None and max_bytes is None and max_macs is None:
-        raise UserError("pick: give at least one of --max-params, --max-bytes, --max-macs")
+    if max_params is None and max_bytes is None and max_macs is None and device is None:
+        raise UserError("pick: give --device or at least one of --max-params, --max-bytes, --max-macs")
+    profile = _device(device, devices) if device else None
     # `is not None`: an empty --max-bytes "" is a mistake to name, not a budget to drop
     budget = {"max_params": parse_budget("--max-params", max_params) if max_params is not None else None,
               "max_bytes": parse_budget("--max-bytes", max_bytes) if max_bytes is not None else None,
               "max_macs": parse_budget("--max-macs", max_macs) if max_macs is not None else None}
-    row = pick_row(_runs(tracking_uri, experiment), **budget)
+    df = _runs(tracking_uri, experiment)
+    if profile is not None:
+        fits = df.apply(profile.fits, axis=1) if len(df) else df.index.to_series(dtype=bool)
+        if not fits.any():  # not an error: say so, and show what comes closest
+            done = df[df.status == "finished"].copy()
+            done["misses"] = [profile.check(r) for _, r in done.iterrows()]
+            near = done.assign(n=done.misses.map(len)).sort_values(["n", "params"]).head(3)
+            typer.echo(f"no finished mentee fits {profile.name}; the nearest:")
+            for _, r in near.iterrows():
+                typer.echo(f"  run {r['run_id']}: {r['widths']} val acc {r['val_acc']:.4f}; misses: "
+                           + "; ".join(str(m) for m in r["misses"]))
+            return
+        df = df[fits]
+    row = pick_row(df, **budget)
     if row is None:
         raise UserError("pick: no finished mentee fits that budget")
     typer.echo(f"run {row['run_id']}: {row.get('family', '')} {row.get('widths', '')} "
                f"mapping {row.get('mapping', '')}; val acc {row['val_acc']:.4f}, test acc {row['test_acc']:.4f}; "
                f"{int(row['params']):,} params, {int(row['bytes_int8']):,} B int8, {int(row['macs']):,} MACs")
     typer.echo(f"export it: mentee export {row['run_id']} --format onnx")
+
+
+@app.command()
+@_friendly
+def dashboard(
+    experiment: str = typer.Option(..., help="Experiment (= space name) to draw."),
+    device: list[str] = typer.Option([], help="Devices whose budgets to draw (repeatable; default: all shipped); "
+                                              "the pick is made within the first."),
+    devices: Optional[Path] = typer.Option(None, help="Your own device profiles (YAML), added to the shipped ones."),
+    out: Optional[Path] = typer.Option(None, help="HTML file to write (default: dashboard-<experiment>.html)."),
+    tracking_uri: Optional[str] = typer.Option(None, help=URI_HELP),
+):
+    """Write the sweep's Pareto dashboard (one offline HTML file) and attach it to the sweep's parent run."""
+    from search.dashboard import build_dashboard, write_dashboard
+    from search.devices import get_device, load_devices
+    from search.pareto import pick as pick_row
+    from search.tracking import load_curves, log_sweep_artifact, resolve_uri
+
+    known = load_devices(devices)
+    profiles = [get_device(d, known) for d in device] or list(known.values())
+    df = _runs(tracking_uri, experiment)
+    pool = df[df.apply(profiles[0].fits, axis=1)] if device else df
+    row = pick_row(pool) if len(pool) else None
+    picked = None if row is None else {"run_id": row["run_id"], "curves": load_curves(resolve_uri(tracking_uri),
+                                                                                       row["run_id"])}
+    html = build_dashboard(df, title=f"mentee-search · {experiment}", devices=profiles, picked=picked)
+    path = write_dashboard(html, out or Path(f"dashboard-{experiment}.html"))
+    parent = df.sort_values("start_time")["parent_run_id"].dropna().iloc[-1]
+    log_sweep_artifact(resolve_uri(tracking_uri), parent, path)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); also attached to the sweep's parent run "
+               f"{parent} (MLflow UI → its Artifacts)")
 
 
 @app.command("export")

@@ -29,7 +29,7 @@ __all__ = ["ArchConfig", "TermConfig", "TrainConfig", "MemberConfig", "MemberRes
            "WorkItem", "CohortSpec", "TrialPayload", "CohortReport", "COST_AXES", "LABEL_TERM"]
 
 # The cost axes a front can be drawn on; every cost dict has these keys, in this order.
-COST_AXES = ("params", "bytes_fp32", "bytes_int8", "macs")
+COST_AXES = ("params", "bytes_fp32", "bytes_int8", "sram_fp32", "sram_int8", "macs")
 
 # The one loss term that needs no mentor. Every other registered term is a *mentor term*
 # (`search.train.losses` checks this when a term registers).

@@ -5,12 +5,15 @@ from search.tracking.mlflow import (
     DEFAULT_TRACKING_URI,
     RUN_COLUMNS,
     SweepTracker,
+    experiment_id,
+    load_curves,
     load_member,
     load_runs,
+    log_sweep_artifact,
     mapping_string,
     resolve_uri,
     ui_command,
 )
 
-__all__ = ["DEFAULT_TRACKING_URI", "RUN_COLUMNS", "SweepTracker", "load_member", "load_runs", "mapping_string",
-           "resolve_uri", "ui_command"]
+__all__ = ["DEFAULT_TRACKING_URI", "RUN_COLUMNS", "SweepTracker", "experiment_id", "load_curves", "load_member",
+           "load_runs", "log_sweep_artifact", "mapping_string", "resolve_uri", "ui_command"]

@@ -59,8 +59,11 @@ __all__ = [
     "DEFAULT_TRACKING_URI",
     "RUN_COLUMNS",
     "SweepTracker",
+    "experiment_id",
+    "load_curves",
     "load_member",
     "load_runs",
+    "log_sweep_artifact",
     "mapping_string",
     "resolve_uri",
     "ui_command",
@@ -90,6 +93,8 @@ RUN_COLUMNS: dict[str, str] = {
     "params": "float64",
     "bytes_fp32": "float64",
     "bytes_int8": "float64",
+    "sram_fp32": "float64",
+    "sram_int8": "float64",
     "macs": "float64",
     "train_seconds": "float64",
     "epochs_run": "float64",
@@ -452,6 +457,25 @@ def load_member(uri: str | None, run_id: str) -> tuple[MemberConfig, dict[str, t
     meta = {"input_shape": tuple(json.loads(tags["mentee.input_shape"])),
             "num_classes": int(tags["mentee.num_classes"])}
     return config, weights, meta
+
+
+def load_curves(uri: str | None, run_id: str) -> dict[str, list[float]]:
+    """A mentee run's per-epoch curves (`curve.*` metrics), by name."""
+    client = _client(uri, must_exist=True)
+    run = _get_run(client, run_id)
+    names = [k[len("curve."):] for k in run.data.metrics if k.startswith("curve.")]
+    return {n: [m.value for m in sorted(client.get_metric_history(run_id, f"curve.{n}"), key=lambda m: m.step)]
+            for n in names}
+
+
+def log_sweep_artifact(uri: str | None, run_id: str, path: Path) -> None:
+    """Attach a file (the dashboard) to a sweep's parent run: the MLflow UI shows it among its artifacts."""
+    _client(uri, must_exist=True).log_artifact(run_id, str(path))
+
+
+def experiment_id(uri: str | None, experiment: str) -> str | None:
+    exp = _client(uri, must_exist=True).get_experiment_by_name(experiment)
+    return None if exp is None else exp.experiment_id
 
 
 def ui_command(uri: str | None, host: str = "127.0.0.1", port: int = 5000) -> list[str]:

@@ -18,7 +18,7 @@ import torch
 
 from search.config import ArchConfig, MemberConfig, MemberResult, Status
 from search.data import Splits
-from search.measure import cost as model_cost
+from search.measure import architecture_cost
 from search.models import create_mentee
 from search.pareto import pareto_rank
 from search.train.cache import MentorCache
@@ -128,7 +128,9 @@ def _cost(arch: ArchConfig, splits: Splits) -> dict[str, float]:
     """Cost of an architecture, measured once per process (MAC counting runs a forward)."""
     key = (arch, tuple(splits.input_shape), splits.num_classes)
     if key not in _COSTS:
-        _COSTS[key] = model_cost(create_mentee(arch, splits.input_shape, splits.num_classes), splits.input_shape)
+        # params, weight bytes, peak activation memory (SRAM) and MACs: measured once per process
+        _COSTS[key] = architecture_cost(create_mentee(arch, splits.input_shape, splits.num_classes),
+                                        tuple(splits.input_shape))
     return dict(_COSTS[key])
 
 

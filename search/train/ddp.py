@@ -37,7 +37,7 @@ from search.models import Mentor, create_mentee, save_mentor
 from search.train.device import autocast
 from search.train.optim import lr_factor
 
-__all__ = ["train_mentor_ddp", "prepare_mentor", "train_step", "local_ray", "fit_workers"]
+__all__ = ["train_mentor_ddp", "prepare_mentor", "train_step", "report_final", "local_ray", "fit_workers"]
 
 WEIGHT_DECAY = 5e-4  # train_mentor's
 CHECKPOINT_FILE = "mentor.pt"
@@ -151,20 +151,32 @@ def _worker_loop(cfg: dict) -> None:
                    "samples": steps * bs * world}
         curve.append(train_loss)
         if not math.isfinite(train_loss):  # the same all-reduced value on every rank: all stop together
-            ray.train.report({**metrics, "diverged": f"loss became {train_loss} in epoch {e + 1}"})
+            report_final({**metrics, "diverged": f"loss became {train_loss} in epoch {e + 1}"},
+                         {} if rank == 0 else None)
             return
         if e + 1 < epochs:
             ray.train.report(metrics)
-    pids = _process_ids()
-    metrics["processes"] = len(set(pids))
+    metrics["processes"] = len(set(_process_ids()))
     if rank != 0:
-        ray.train.report(metrics)
+        report_final(metrics)
         return
     net = model.module if hasattr(model, "module") else model  # rank 0's own weights and BN statistics
     metrics["val_acc"] = _accuracy(net, splits.x_val, splits.y_val)
     metrics["test_acc"] = _accuracy(net, splits.x_test, splits.y_test)
+    report_final(metrics, {"state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                           "train_loss": curve})
+
+
+def report_final(metrics: dict, blob: dict | None = None) -> None:
+    """Every worker's last report; rank 0 passes `blob` (tensors welcome), saved as a checkpoint.
+    Ray Train V2's `Result.metrics` are those of the latest *checkpoint*: a report without one
+    never reaches the driver, so the final one always carries a checkpoint."""
+    import ray.train
+
+    if blob is None:
+        ray.train.report(metrics)
+        return
     with tempfile.TemporaryDirectory() as d:
-        blob = {"state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "train_loss": curve}
         torch.save(blob, Path(d) / CHECKPOINT_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
