@@ -185,13 +185,18 @@ def report_final(metrics: dict, blob: dict | None = None) -> None:
 
 @contextlib.contextmanager
 def local_ray(num_cpus: int | None = None):
-    """Use the Ray this process already has, or start a quiet local one and shut it down after."""
+    """Use the Ray this process already has, or the cluster $RAY_ADDRESS names, or start a quiet
+    local one; shut down what this call started."""
     import ray
 
     if ray.is_initialized():
         yield ray
         return
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    # Not plain ray.init(): with no address it joins whatever Ray /tmp/ray/ray_current_cluster names,
+    # another user's (or a dead one's) on a shared machine. "local" always starts our own.
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(address=address, num_cpus=num_cpus if address == "local" else None, include_dashboard=False,
+             logging_level="ERROR", log_to_driver=False)
     try:
         yield ray
     finally:
@@ -248,7 +253,8 @@ def train_mentor_ddp(arch: ArchConfig, splits: Splits, *, workers: int, use_gpu:
     # train_mentor's: DDP averages the gradients of the same number of samples per step, so
     # steps per epoch, schedule and step size match single-process training and the mentor's
     # accuracy does not depend on how many workers trained it (no linear-scaling rule, which
-    # would change the recipe and is a poor fit for Adam anyway).
+    # would change the recipe and is a poor fit for Adam anyway). A batch that does not divide
+    # evenly rounds down (128 over 3 workers: 42 each, 126 a step).
     local_batch = batch_size // workers
     if local_batch < 1:
         raise UserError(f"--workers {workers}: more workers than samples in a batch of {batch_size}")
