@@ -1,0 +1,44 @@
+"""The trial side's Ray functions, called in-process: the cohort trial and the mentor task."""
+
+import numpy as np
+import pytest
+
+from search.config import ArchConfig, CohortSpec, MemberConfig, TermConfig, TrainConfig, WorkItem, WorkKind
+from search.spaces import MentorArch, MentorSpec
+from search.train.trial import on_device, prepare_mentor, splits_to_arrays
+
+
+@pytest.fixture(scope="module")
+def data(mnist1d_small):
+    s = mnist1d_small
+    return {"name": s.name, "tensors": splits_to_arrays(s), "num_classes": s.num_classes,
+            "input_shape": tuple(s.input_shape)}
+
+
+def test_prepare_mentor_trains_once_then_loads(data, tmp_path):
+    spec = MentorSpec(path=str(tmp_path / "m.pt"), arch=MentorArch(widths=[8, 8, 8]), epochs=1)
+    first = prepare_mentor(spec, data, ["layer2", "layer3"], None, "cpu")
+    assert first["trained_file"] is not None  # first use: trained, and the file's bytes come back
+    assert first["logits"].shape == (len(data["tensors"]["x_train"]), 10)
+    assert set(first["feats"]) == {"layer2", "layer3"} and first["shapes"]["layer3"][0] == 8
+    again = prepare_mentor(spec, data, ["layer3"], first["trained_file"], "cpu")
+    assert again["trained_file"] is None  # loaded, not trained
+    np.testing.assert_allclose(again["feats"]["layer3"].astype(np.float32),
+                               first["feats"]["layer3"].astype(np.float32), atol=1e-3)
+
+
+def test_payload_lands_on_the_device_once(data, tmp_path):
+    from search.config import TrialPayload
+
+    p = TrialPayload("sweep-1", "cpu", data["name"], 10, data["input_shape"], data["tensors"], None, {}, {})
+    splits, cache = on_device(p)
+    assert cache is None and splits.x_train.shape[1:] == tuple(data["input_shape"])
+    assert on_device(p)[0] is splits  # the same process, the same sweep: built once
+    q = TrialPayload("sweep-2", "cpu", data["name"], 10, data["input_shape"], data["tensors"], None, {}, {})
+    assert on_device(q)[0] is not splits  # a new sweep frees the old one
+
+
+def test_cohort_spec_is_the_trial_config():
+    cfg = MemberConfig(ArchConfig("conv1d", (4,)), TrainConfig(epochs=1), (TermConfig("ce", 1.0),))
+    spec = CohortSpec((WorkItem("0", WorkKind.SEARCHED, cfg, 0),))
+    assert CohortSpec.from_dict(spec.to_dict()).items[0].config == cfg
