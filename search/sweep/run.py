@@ -51,7 +51,7 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     Optuna: exactly those mentees are trained (benchmarks use it to compare like with like)."""
     from search.progress import Progress, console
 
-    t0 = time.perf_counter()
+    t0, t0_wall = time.perf_counter(), time.time()
     experiment = str(space.name)
     plan = plan_sweep(space, where=where, gpus=0)  # every check that needs no Ray, before anything is written
     tracker = SweepTracker(tracking_uri, experiment)  # creates the experiment before any trial starts
@@ -105,6 +105,9 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     summary.seconds = time.perf_counter() - t0
     summary.phases = {"ray_init": t_ray - t0, "mentor": t_mentor - t_ray, "setup": t_fit - t_mentor,
                       "fit": t_drain - t_fit, "mlflow_drain": time.perf_counter() - t_drain}
+    starts = [t["train_started_at"] for t in summary.trial_timings if "train_started_at" in t]
+    if starts:  # the sweep's fixed cost: from the call to the first cohort's training
+        summary.phases["to_first_cohort"] = min(starts) - t0_wall
     # Ctrl-C makes Ray Tune stop and return normally: a sweep with members left unrecorded
     # stays KILLED, so that `--resume` finds it
     complete = summary.recorded >= driver.planned >= driver.space.budget.mentees

@@ -89,6 +89,7 @@ def cohort_trainable(config: dict, payload: TrialPayload) -> None:
         torch.save({w.member_id: r.state_dict for w, r in zip(spec.items, results) if r.state_dict is not None},
                    Path(d) / "weights.pt")
         timing = {"since_process_start": t0 - _PROCESS_START, "data_to_device": t1 - t0, "train": t2 - t1,
+                  "train_started_at": t1,  # wall clock: the sweep's fixed cost ends at its first cohort's
                   **{f"train.{k}": v for k, v in inner.items()}, "save": time.time() - t2}
         report = CohortReport(results, ray.get_runtime_context().get_node_id(), timing)
         tune.report(report.to_dict(), checkpoint=tune.Checkpoint.from_directory(d))
