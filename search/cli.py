@@ -450,8 +450,29 @@ def quickstart(
                f"→ experiment '{sp.name}' → the sweep's parent run lists one child run per mentee")
 
 
-def main() -> None:
-    app(prog_name="mentee")
+def main(args: list[str] | None = None) -> int:
+    """`mentee`: the exit code. Click's own usage errors (`--epochs abc`, an unknown option, a
+    missing argument) are one line on stderr and exit 2 too, like every other bad input: Typer
+    would print them in a box of several lines."""
+    # Click's exceptions wherever this Typer keeps them (Typer ≥ 0.22 vendors its own copy of click)
+    clk = sys.modules[typer.BadParameter.__module__]
+    no_args = getattr(clk, "NoArgsIsHelpError", ())
+    try:
+        code = app(args=args, prog_name="mentee", standalone_mode=False)
+    except no_args as e:  # bare `mentee` or `mentee mentor`: the help, as before
+        typer.echo(e.ctx.get_help())
+        return 2
+    except clk.UsageError as e:
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        typer.echo(f"error: {' '.join(e.format_message().split())}{hint}", err=True)
+        return 2
+    except clk.ClickException as e:
+        typer.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+        return e.exit_code
+    except typer.Abort:  # end of input at a prompt
+        typer.echo("aborted", err=True)
+        return 1
+    return code if isinstance(code, int) else 0  # a command's return value is not an exit code
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from typing import Any
 import yaml
 
 from search.errors import UserError
+from search.spaces import _read_yaml
 
 __all__ = ["AXES", "Budget", "BudgetMiss", "DeviceProfile", "load_devices", "get_device", "format_cost",
            "SHIPPED_DEVICES"]
@@ -255,7 +256,11 @@ def _read(path: Path) -> dict[str, DeviceProfile]:
         raise UserError(f"{path}: {path.stat().st_size:,} bytes; a device file is at most "
                         f"{MAX_DEVICE_FILE_BYTES:,} bytes")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # the space loader's reader: deep nesting or an alias bomb is one line, not a RecursionError
+        data = _read_yaml(path, path.read_text(encoding="utf-8"))
+    except UserError as e:
+        raise UserError(str(e).replace("a space like spaces/mnist1d.yaml", "a device file like spaces/devices.yaml")
+                        ) from None
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text (byte {e.start}); expected a YAML device file") from None
     except yaml.YAMLError as e:

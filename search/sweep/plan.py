@@ -13,6 +13,7 @@ import dataclasses
 import math
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -112,6 +113,15 @@ def plan_sweep(space: SearchSpace, *, where: str = "space", gpus: float | None =
 
 def _mentor_taps(space: SearchSpace, splits: Splits, where: str) -> tuple[str, ...]:
     spec = space.mentor
+    if Path(spec.path).exists():
+        # A broken mentor file fails here, before MLflow or Ray are touched (loading it on the CPU
+        # takes milliseconds; its taps are the file's, which may differ from the space's arch)
+        from search.train.mentor import mentor_from_spec
+
+        try:
+            return tuple(mentor_from_spec(spec, splits).taps)
+        except UserError as e:
+            raise UserError(f"{where}: key 'mentor.path': {e}") from None
     if spec.taps:
         return tuple(spec.taps)
     if spec.factory:
