@@ -29,7 +29,8 @@ def ray_local():
     """One real local Ray for every test that needs it (starting Ray costs seconds)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, logging_level="ERROR")
+    # address="local": a new Ray of our own, never one a `ray start` on this machine left running
+    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, logging_level="ERROR")
     yield ray
     ray.shutdown()
 
