@@ -1,8 +1,8 @@
-"""Scaling benchmarks: mentor training data-parallel (DDP) and, to come, the sweep.
+"""Scaling benchmarks: mentor training data-parallel (DDP), and the sweep on 1, 2 and 4 GPUs.
 
     python bench/scaling.py --only ddp               # 1, 2, 4 GPUs (those present), NCCL, bf16 autocast
     python bench/scaling.py --only ddp --smoke       # tiny net, 1-2 workers, a few steps: checks the script
-    python bench/scaling.py --only sweep             # stub: the sweep part is not written yet
+    python bench/scaling.py --only sweep             # 1024 mentees × 10 epochs on 1, 2, 4 GPUs (those present)
 
 ddp: samples/s of the training step `mentee mentor train --workers N` runs (`search.train.ddp`:
 the net wrapped by Ray Train's `prepare_model` in DDP, AdamW, bf16 autocast on GPUs), on 1, 2 and
@@ -153,11 +153,64 @@ def bench_ddp(args) -> dict:
 
 # ------------------------------------------------------------------- the sweep
 
-def bench_sweep(args) -> dict | None:
-    """STUB, for the lead engineer: sweep scaling (mentees/s as trials run on 1, 2, 4 GPUs).
-    Write bench/results/scaling-sweep-<card>.json the way `bench_ddp` does and return its dict."""
-    print("sweep: not written yet (bench/scaling.py: bench_sweep is a stub)")
-    return None
+def bench_sweep(args) -> dict:
+    """Sweep throughput on 1, 2 and 4 GPUs (those present): the same space, budget and seed each
+    time, in a new local Ray that has exactly n GPUs; `concurrency: auto` runs n cohorts at once
+    and `cohort_size: auto` evens the cohorts into whole waves. Mentee-samples/s counts every
+    member's epochs × training samples over the whole sweep (ray.init to the last MLflow write).
+    The warm fixed cost is measured with Ray already running: from `run_sweep`'s call to its first
+    cohort's training."""
+    import ray
+
+    from search.spaces import load_space
+    from search.sweep.run import run_sweep
+    from search.tracking import load_runs
+
+    gpus = torch.cuda.device_count()
+    use_gpu = gpus > 0
+    counts = [g for g in (int(w) for w in args.workers.split(",")) if g <= max(gpus, 1)] if use_gpu else [0]
+    space = load_space(args.space)
+    budget = space.budget.model_copy(update={"mentees": args.mentees, "cohort_size": "auto", "concurrency": "auto"})
+    space = space.model_copy(update={"budget": budget,
+                                     "train": space.train.model_copy(update={"epochs": args.epochs})})
+    card = torch.cuda.get_device_name(0) if use_gpu else "cpu"
+    work = Path(tempfile.mkdtemp(prefix=".scaling-sweep-", dir=ROOT / "bench"))
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    res = {"bench": "scaling-sweep", "card": card, "gpus": gpus, "smoke": args.smoke, "space": args.space,
+           "mentees": args.mentees, "epochs": args.epochs, "torch": torch.__version__,
+           "python": platform.python_version(), "ray": ray.__version__, "rows": []}
+    for n in counts:
+        ray.shutdown()
+        ray.init(address="local", num_gpus=n, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        sp = space.model_copy(update={"name": f"scaling-{n}gpu"})
+        s = run_sweep(sp, tracking_uri=uri, workdir=work / "runs", show_progress=False)
+        runs = load_runs(uri, parent_run_id=s.parent_run_id)
+        # Ray is running now: a second, tiny sweep measures the warm fixed cost
+        tiny = sp.model_copy(update={"name": f"warm-{n}gpu", "budget": budget.model_copy(update={"mentees": 8}),
+                                     "train": sp.train.model_copy(update={"epochs": 1})})
+        w = run_sweep(tiny, tracking_uri=uri, workdir=work / "runs", show_progress=False)
+        res["rows"].append({"gpus": n, "wall_s": s.seconds, "phases": s.phases, "trials": s.trials,
+                            "finished": s.finished, "nodes": len(s.nodes), "mentee_samples": s.mentee_samples,
+                            "mentee_samples_per_s": s.mentee_samples / s.seconds,
+                            "best_val_acc": float(runs.val_acc.max()),
+                            "warm_fixed_cost_s": w.phases.get("to_first_cohort")})
+    ray.shutdown()
+    base = res["rows"][0]
+    for r in res["rows"]:
+        r["speedup"] = base["wall_s"] / r["wall_s"]
+    print(f"\nsweep scaling on {card}: {args.space}, {args.mentees} mentees × {args.epochs} epochs")
+    print(f"{'GPUs':>5} {'wall s':>8} {'fit s':>7} {'cohorts':>8} {'mentee-samples/s':>17} {'speed-up':>9} "
+          f"{'warm fixed cost s':>18}")
+    for r in res["rows"]:
+        warm = "-" if r["warm_fixed_cost_s"] is None else f"{r['warm_fixed_cost_s']:.2f}"
+        print(f"{r['gpus']:>5} {r['wall_s']:>8.1f} {r['phases']['fit']:>7.1f} {r['trials']:>8} "
+              f"{r['mentee_samples_per_s']:>17,.0f} {r['speedup']:>8.2f}× {warm:>18}")
+    name = card.replace(" ", "-").replace("/", "-") + ("-smoke" if args.smoke else "")
+    path = Path(args.out) / f"scaling-sweep-{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1, default=float))
+    print(f"wrote {path}")
+    return res
 
 
 def main() -> None:
@@ -171,9 +224,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="timed steps per window (default 150; 5 with --smoke)")
     ap.add_argument("--repeats", type=int, default=3, help="timed windows; the median is reported")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--space", default="spaces/mnist1d.yaml", help="sweep: the space searched")
+    ap.add_argument("--mentees", type=int, default=None, help="sweep: mentees (default 1024; 16 with --smoke)")
+    ap.add_argument("--epochs", type=int, default=None, help="sweep: epochs per mentee (default 10; 1 with --smoke)")
     args = ap.parse_args()
-    smoke = {"workers": "1,2", "batch": 16, "warmup": 2, "steps": 5}
-    full = {"workers": "1,2,4", "batch": 512, "warmup": 30, "steps": 150}
+    smoke = {"workers": "1,2", "batch": 16, "warmup": 2, "steps": 5, "mentees": 16, "epochs": 1}
+    full = {"workers": "1,2,4", "batch": 512, "warmup": 30, "steps": 150, "mentees": 1024, "epochs": 10}
     for k, v in (smoke if args.smoke else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)

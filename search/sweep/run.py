@@ -32,13 +32,13 @@ from search.config import MemberConfig, WorkItem, WorkKind
 from search.errors import SweepInterrupted, UserError
 from search.spaces import SearchSpace, space_hash
 from search.sweep.driver import Driver, SweepSummary
+from search.sweep.mentor import mentor_outputs
 from search.sweep.plan import plan_sweep, trial_payload
 from search.sweep.raytune import cohort_searcher, recorder_callback
 from search.sweep.resume import resume_state
 from search.sweep.suggest import make_sampler
 from search.tracking import SweepTracker
-from search.train.losses import TERMS
-from search.train.trial import cohort_trainable, prepare_mentor, splits_to_arrays
+from search.train.trial import cohort_trainable
 
 __all__ = ["run_sweep", "SweepSummary"]
 
@@ -64,7 +64,7 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     if show_progress and not Path(space.mentor.path).exists():
         console.print(f"mentor {space.mentor.path}: training it first ({space.mentor.epochs} epochs, on a GPU node "
                       "if the cluster has one); the next sweep of this space loads it")
-    mentor = prepare_mentor_remote(space, plan, gpus=resources.get("GPU", 0.0))
+    mentor = mentor_outputs(space, plan, gpus=resources.get("GPU", 0.0))
     plan = plan.for_cluster(resources.get("GPU", 0.0), resources.get("CPU", 1.0), mentor["device_free_bytes"])
     if plan.gpus_per_trial > 0 and resources.get("GPU", 0.0) < plan.gpus_per_trial:
         raise UserError(f"{where}: key 'budget.gpus_per_trial': the space asks for {plan.gpus_per_trial:g} GPU per "
@@ -121,6 +121,16 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     return summary
 
 
+# Ray 2.59+ turns token authentication on for a local cluster (the secure default, kept) and says so
+# at every ray.init: one WARNING line from this logger that a user can do nothing about. The
+# opposite notice (authentication *off*) and every other warning still print.
+_RAY_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _quiet_token_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled")
+
+
 def connect_ray(address: str | None) -> dict[str, float]:
     """Join the Ray at `address` ($RAY_ADDRESS, or a local one started now); the cluster's resources.
     A running Ray (`ray start --head` once) saves each sweep the start-up."""
@@ -128,6 +138,7 @@ def connect_ray(address: str | None) -> dict[str, float]:
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # results go to MLflow, not CSV/TB files
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger(_RAY_TOKEN_LOGGER).addFilter(_quiet_token_notice)  # auth stays on; only the notice goes
     address = address or os.environ.get("RAY_ADDRESS")
     try:
         # trial errors still reach the driver (Ray re-raises them); worker chatter does not; a local
@@ -140,27 +151,6 @@ def connect_ray(address: str | None) -> dict[str, float]:
         raise UserError(f"--address {address}: no Ray cluster answers there ({str(e).splitlines()[0][:160]})") from None
     logging.getLogger("ray.tune").setLevel(logging.ERROR)  # results live in MLflow, not result.json
     return dict(ray.cluster_resources())
-
-
-def prepare_mentor_remote(space: SearchSpace, plan, gpus: float) -> dict:
-    """Load or train the mentor and build its cache in a Ray task on a GPU node (any node
-    without GPUs); save a newly trained mentor where the space says, so the next sweep loads it."""
-    import ray
-
-    taps = sorted(set().union(*(TERMS[n].mentor_tap_choices(sec) for n, sec in space.terms.items())))
-    path = Path(space.mentor.path)
-    data = {"name": plan.splits.name, "tensors": splits_to_arrays(plan.splits), "num_classes": plan.splits.num_classes,
-            "input_shape": tuple(plan.splits.input_shape)}
-    # max_calls=1: the task's process exits afterwards, giving its GPU memory back to the trials
-    task = ray.remote(num_cpus=1, num_gpus=1 if gpus > 0 else 0, max_calls=1)(prepare_mentor)
-    out = ray.get(task.remote(space.mentor, data, taps, path.read_bytes() if path.exists() else None,
-                              "cuda" if gpus > 0 else "cpu"))
-    if out["trained_file"] is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(out["trained_file"])
-        tmp.replace(path)  # atomic: a crash never leaves half a mentor file
-    return out
 
 
 def _tuner(plan, payload, driver: Driver, storage: str, name: str):

@@ -38,7 +38,9 @@ def splits_to_arrays(s: Splits) -> dict[str, np.ndarray]:
 
 
 def _splits(name: str, tensors: dict[str, np.ndarray], num_classes: int, input_shape, dev) -> Splits:
-    t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in tensors.items()}
+    # arrays from Ray's object store are read-only: copy those (torch wants writable memory)
+    t = {k: torch.from_numpy(v if v.flags.writeable and v.flags.c_contiguous else np.array(v)).to(dev)
+         for k, v in tensors.items()}
     return Splits(name, t["x_train"], t["y_train"], t["x_val"], t["y_val"], t["x_test"], t["y_test"],
                   num_classes, tuple(input_shape))
 
@@ -50,8 +52,8 @@ def on_device(p: TrialPayload) -> tuple[Splits, MentorCache | None]:
         dev = pick_device(p.device)
         cache = None
         if p.mentor_logits is not None:
-            cache = MentorCache(torch.from_numpy(p.mentor_logits).to(dev),
-                                {k: torch.from_numpy(v).to(dev) for k, v in p.mentor_feats.items()})
+            cache = MentorCache(torch.from_numpy(np.array(p.mentor_logits)).to(dev),
+                                {k: torch.from_numpy(np.array(v)).to(dev) for k, v in p.mentor_feats.items()})
         _DEVICE_DATA[p.key] = (_splits(p.dataset, p.tensors, p.num_classes, p.input_shape, dev), cache)
     return _DEVICE_DATA[p.key]
 
