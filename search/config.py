@@ -47,11 +47,13 @@ class Status(enum.StrEnum):
 
 class WorkKind(enum.StrEnum):
     """Why a member is trained: asked from Optuna, the independent twin of an asked
-    architecture, or a fixed config handed in by the caller (benchmarks, re-evaluation)."""
+    architecture, a fixed config handed in by the caller (benchmarks), or a re-evaluation of
+    a recorded member with another seed (`search.sweep.reeval`)."""
 
     SEARCHED = "searched"
     TWIN = "twin"
     FIXED = "fixed"
+    REEVAL = "reeval"
 
 
 @dataclass(frozen=True)

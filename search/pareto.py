@@ -5,12 +5,16 @@ bytes_fp32, bytes_int8, macs (and optionally seed, family, widths, mapping)::
 
     front = pareto_front(df, acc="val_acc", cost="params")       # finished rows only
     front = with_mentorship_gain(front, df)                       # + independent_acc, gain, test_gain
+    table = mentorship_front(df)       # the two arms' fronts at every size: mean ± std, paired gain, CI
     row = pick(df, max_params=parse_budget("--max-params", "5k"))  # best finished row in budget
     hv = hypervolume_2d(front, ref_cost=1e6)                       # area under the staircase
     print(format_front(front, "markdown", ["run_id", "params", "val_acc"]))
 
 Only `status == "finished"` rows count anywhere here: a pruned run stopped early and its
-accuracy is not comparable, a failed one has none.
+accuracy is not comparable, a failed one has none. Re-evaluation runs (`reeval_of` names the
+run they retrain with another seed) never stand on a front themselves: they give the run they
+re-evaluate its mean and spread over seeds (`with_reevaluation`, `mentorship_front`, `pick`).
+Optional columns: arm (mentored / independent; else read off `independent`), work, reeval_of.
 """
 
 from __future__ import annotations
@@ -28,13 +32,27 @@ from search.errors import UserError
 __all__ = [
     "pareto_front", "with_mentorship_gain", "mentorship_summary", "parse_budget", "pick",
     "hypervolume_2d", "format_front", "print_front", "pareto_rank",
+    "with_reevaluation", "mentorship_pairs", "mentorship_front", "paired_gain", "arm_balance",
 ]
+
+ARMS = ("mentored", "independent")
 
 _INT_COLS = {"params", "bytes_fp32", "bytes_int8", "macs", "seed", "epochs_run", "kernel"}
 
 
+def _searched(df: pd.DataFrame) -> pd.DataFrame:
+    """Every row but re-evaluation runs (they repeat a run of the search with another seed)."""
+    return df[df["reeval_of"].isna()] if "reeval_of" in df.columns else df
+
+
 def _finished(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"] == "finished"]
+    return _searched(df[df["status"] == "finished"])
+
+
+def _arm(df: pd.DataFrame) -> pd.Series:
+    """Each row's arm; where a frame doesn't say, a row without mentor terms is the independent side."""
+    derived = _is_true(df["independent"]).map({True: "independent", False: "mentored"})
+    return df["arm"].where(df["arm"].isin(ARMS), derived) if "arm" in df.columns else derived
 
 
 def _is_true(s: pd.Series) -> pd.Series:
@@ -118,6 +136,104 @@ def mentorship_summary(df: pd.DataFrame, acc: str = "test_acc", select: str = "v
     return out[cols]
 
 
+# ------------------------------------------------- the two arms and re-evaluation
+
+def with_reevaluation(df: pd.DataFrame) -> pd.DataFrame:
+    """The search's rows, each re-evaluated one carrying its re-evaluation seeds' numbers:
+    val_acc and test_acc become their means (`*_search`: the search's own single-seed number,
+    `*_std`: the sample std), `n_seeds` how many (0: not re-evaluated). Re-evaluation rows
+    themselves are dropped. A frame without any comes back unchanged."""
+    if "reeval_of" not in df.columns or df["reeval_of"].isna().all():
+        return df
+    again = df[df["reeval_of"].notna() & (df["status"] == "finished")].groupby("reeval_of")
+    out = _searched(df).copy()
+    n = out["run_id"].map(again.size()).fillna(0).astype(int)
+    for col in ("val_acc", "test_acc"):
+        out[f"{col}_search"] = out[col]
+        out[col] = out["run_id"].map(again[col].mean()).where(n > 0, out[col])
+        out[f"{col}_std"] = out["run_id"].map(again[col].std())
+    out["n_seeds"] = n
+    return out
+
+
+def mentorship_pairs(df: pd.DataFrame, *, cost: str = "params", select: str = "val_acc") -> pd.DataFrame:
+    """The two arms' fronts side by side: one row per size that is a point of either arm's front
+    (`select` vs `cost`), with the best mentored and the best independent mentee at ≤ that size,
+    picked by `select` as a user would pick them. Columns: cost, front (mentored, independent or
+    both: whose front the size is on), mentored_run_id, independent_run_id (None where that arm
+    has nothing that small). Its run ids are what re-evaluation retrains."""
+    d = _finished(df).dropna(subset=[select, cost])
+    arm = _arm(d)
+    fronts = {a: pareto_front(d[arm == a], acc=select, cost=cost) for a in ARMS}
+    on = {a: set(f[cost]) for a, f in fronts.items()}
+    rows = []
+    for c in sorted(on["mentored"] | on["independent"]):
+        row: dict = {cost: c, "front": "both" if all(c in on[a] for a in ARMS) else next(a for a in ARMS if c in on[a])}
+        for a, f in fronts.items():
+            below = f[f[cost] <= c]  # a front is a staircase: its last point at ≤ c is the best there
+            row[f"{a}_run_id"] = below["run_id"].iloc[-1] if len(below) else None
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[cost, "front", "mentored_run_id", "independent_run_id"])
+
+
+def paired_gain(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """a − b over pairs (the same seeds): mean, sample std, pairs and the two-sided `level`
+    confidence interval of the mean from Student's t (NaN with fewer than two pairs)."""
+    from scipy import stats
+
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    n, nan = len(d), float("nan")
+    mean = float(d.mean()) if n else nan
+    sd = float(d.std(ddof=1)) if n > 1 else nan
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else nan
+    return {"gain": mean, "gain_std": sd, "n_pairs": n, "gain_ci_low": mean - half, "gain_ci_high": mean + half}
+
+
+def mentorship_front(df: pd.DataFrame, *, cost: str = "params", acc: str = "test_acc", select: str = "val_acc",
+                     level: float = 0.95) -> pd.DataFrame:
+    """What mentorship buys at every size, measured fairly: `mentorship_pairs` with each side's
+    `acc` as mean, sample std and n over its re-evaluation seeds (its one search run where it
+    has none) and the gain mentored − independent, paired by seed, with its `level` t-interval."""
+    pairs = mentorship_pairs(df, cost=cost, select=select)
+    runs = _finished(df).set_index("run_id")
+    again = df[df["reeval_of"].notna() & (df["status"] == "finished")] if "reeval_of" in df.columns else df.iloc[:0]
+    seeds = {rid: g.set_index("seed")[acc] for rid, g in again.groupby("reeval_of")} if len(again) else {}
+    rows = []
+    for p in pairs.to_dict("records"):
+        row, by_seed = dict(p), {}
+        for a in ARMS:
+            rid = p[f"{a}_run_id"] if isinstance(p[f"{a}_run_id"], str) else None  # NaN: that arm has none so small
+            r = runs.loc[rid] if rid is not None else None
+            v = seeds.get(rid) if rid in seeds else pd.Series([r[acc]] if r is not None else [], dtype=float)
+            by_seed[a] = v if rid in seeds else None
+            for col in ("widths", "mapping", cost):
+                row[f"{a}_{col}"] = r.get(col) if r is not None else None
+            row.update({f"{a}_acc": v.mean() if len(v) else float("nan"),
+                        f"{a}_std": v.std(ddof=1) if len(v) > 1 else float("nan"), f"{a}_n": len(v)})
+        m, i = by_seed["mentored"], by_seed["independent"]
+        common = sorted(set(m.index) & set(i.index)) if m is not None and i is not None else []
+        if common:
+            row.update(paired_gain(m.loc[common].to_numpy(), i.loc[common].to_numpy(), level))
+        else:  # not re-evaluated: one run a side, no interval
+            row.update(paired_gain([row["mentored_acc"]], [row["independent_acc"]], level), n_pairs=0)
+        rows.append(row)
+    cols = [cost, "front"] + [f"{a}_{c}" for a in ARMS for c in ("run_id", "widths", "mapping", cost, "acc", "std",
+                                                                     "n")]
+    return pd.DataFrame(rows, columns=cols + ["gain", "gain_std", "n_pairs", "gain_ci_low", "gain_ci_high"])
+
+
+def arm_balance(df: pd.DataFrame, *, cost: str = "params") -> pd.DataFrame:
+    """Searched members per arm in each size band (band k holds costs in [2^k, 2^(k+1))), finished
+    or not: the budget matching, checked. Twins, fixed and re-evaluation runs don't count."""
+    d = _searched(df)
+    if "work" in d.columns:
+        d = d[d["work"].isna() | (d["work"] == "searched")]
+    d = d.dropna(subset=[cost])
+    band = np.floor(np.log2(d[cost].astype(float).clip(lower=1))).astype(int).rename("band")
+    counts = pd.crosstab(band, _arm(d)).reindex(columns=list(ARMS), fill_value=0)
+    return counts.rename_axis(columns=None).reset_index()
+
+
 _COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 _BYTE_UNITS = {**_COUNT_UNITS, "b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20,
                "gb": 10**9, "gib": 2**30}
@@ -150,11 +266,15 @@ def pick(df: pd.DataFrame, *, max_params: float | None = None, max_bytes: float 
          max_macs: float | None = None, acc: str = "val_acc",
          bytes_col: str = "bytes_int8") -> pd.Series | None:
     """The most accurate finished row within every given budget (ties → fewer params, then
-    run_id); None if nothing fits."""
-    d = _finished(df).dropna(subset=[acc])
+    run_id); None if nothing fits. Where re-evaluated rows fit, the pick is among them, by their
+    mean over seeds: one seed's number, flattered by being the best the search found, is not
+    weighed against a mean (`with_reevaluation`)."""
+    d = _finished(with_reevaluation(df)).dropna(subset=[acc])
     for col, limit in (("params", max_params), (bytes_col, max_bytes), ("macs", max_macs)):
         if limit is not None:
             d = d[d[col] <= limit]  # a NaN cost compares False: unknown never fits
+    if "n_seeds" in d.columns and (d["n_seeds"] > 0).any():
+        d = d[d["n_seeds"] > 0]
     if d.empty:
         return None
     d = d.sort_values([acc, "params", "run_id"], ascending=[False, True, True], kind="mergesort")

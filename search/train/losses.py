@@ -32,7 +32,13 @@ from search.config import LABEL_TERM, TermConfig
 from search.models import Projection
 from search.spaces import NonNegativeNum, PositiveNum, Range
 
-__all__ = ["TERMS", "METRICS", "LossTerm", "register_term", "register_metric", "describe_terms", "Pick"]
+__all__ = ["TERMS", "METRICS", "SCHEDULES", "LossTerm", "register_term", "register_metric", "describe_terms",
+           "two_stage", "Pick"]
+
+try:  # the loss-weight schedules the fused step computes (TermConfig.params["schedule"])
+    from search.train.optim import SCHEDULES
+except ImportError:  # an older optim.py: the names it will export
+    SCHEDULES = ("constant", "warmup", "decay", "early", "late")
 
 # A searched value in a space section: fixed, a list of choices, or a {low, high, log} range.
 # `Pick(name, spec)` returns the value Optuna chose for it (the driver supplies it).
@@ -118,7 +124,7 @@ class LossTerm(nn.Module):
 
     @classmethod
     def describe(cls, t: TermConfig) -> str:
-        return f"{cls.name}@{t.weight:g}"
+        return f"{cls.name}@{t.weight:g}{_schedule_text(t)}"
 
     @classmethod
     def slot(cls, t: TermConfig) -> tuple:
@@ -134,6 +140,34 @@ class LossTerm(nn.Module):
     def forward(self, logits: torch.Tensor, feats: dict[str, torch.Tensor], y: torch.Tensor,
                 mentor: dict[str, torch.Tensor], p: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
+
+
+def _schedule_text(t: TermConfig) -> str:
+    """`~warmup` after a term whose weight follows a schedule; nothing for a constant weight."""
+    s = t.params.get("schedule", "constant")
+    return "" if s == "constant" else f"~{s}"
+
+
+def _schedules(v):
+    """A space's `schedule:` (fixed or a list of choices) names only schedules the fused step knows."""
+    for s in v if isinstance(v, list) else [v]:
+        if s not in SCHEDULES:
+            raise ValueError(f"unknown schedule '{s}'; expected one of {', '.join(SCHEDULES)}")
+    if isinstance(v, list) and not v:
+        raise ValueError("empty list of schedules; give at least one")
+    return v
+
+
+def _with_schedule(params: dict[str, Any], schedule: str) -> dict[str, Any]:
+    # a constant weight is the default: left out, so configs without schedules stay as they were
+    return params if schedule == "constant" else {**params, "schedule": schedule}
+
+
+def two_stage(terms: Sequence[TermConfig]) -> tuple[TermConfig, ...]:
+    """Two-stage training (hints first, then labels): every mentor term's weight follows `early`,
+    the label term's `late`; any schedule a term had is replaced."""
+    return tuple(TermConfig(t.kind, t.weight, {**t.params, "schedule": "early" if t.uses_mentor else "late"})
+                 for t in terms)
 
 
 def describe_terms(terms: Sequence[TermConfig]) -> str:
@@ -156,6 +190,16 @@ def student_tap(tap: str, depth: int) -> str | None:
 
 class _LabelSpace(TermSpace):
     weight: float = Field(default=1.0, ge=0)
+    # two-stage training as a searched choice: mentor terms first (`early`), labels later (`late`); only
+    # for mentees that have a mentor term (search.sweep.suggest applies it)
+    two_stage: Union[bool, list[bool]] = False
+
+    @field_validator("two_stage")
+    @classmethod
+    def _choices(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("empty list of choices; give [false, true] or one of them")
+        return v
 
 
 @register_term("ce")
@@ -179,6 +223,9 @@ class _TapSpace(TermSpace):
 
     taps: dict[str, list[str]] = {"last": ["none", "layer3"]}
     weight: NonNegativeNum = Range(low=0.01, high=1.0, log=True)
+    schedule: Union[str, list[str]] = "constant"  # how the weight moves during training (SCHEDULES)
+
+    _sched = field_validator("schedule")(_schedules)
 
     @field_validator("taps")
     @classmethod
@@ -200,7 +247,9 @@ def _tap_terms(cls: type[LossTerm], section: _TapSpace, pick: Pick, depth: int, 
         if teacher == "none" or student is None:
             continue
         weight = float(pick(f"{prefix}.weight.{tap}", section.weight))
-        out.append(TermConfig(cls.name, weight, {"student": student, "teacher": teacher, **extra(tap)}))
+        params = {"student": student, "teacher": teacher, **extra(tap)}
+        out.append(TermConfig(cls.name, weight, _with_schedule(params, pick(f"{prefix}.schedule.{tap}",
+                                                                            section.schedule))))
     return out
 
 
@@ -239,7 +288,7 @@ class Hint(LossTerm):
 
     @classmethod
     def describe(cls, t):
-        return f"{t.params['student']}->{t.params['teacher']}:{t.params['metric']}@{t.weight:g}"
+        return f"{t.params['student']}->{t.params['teacher']}:{t.params['metric']}@{t.weight:g}{_schedule_text(t)}"
 
     def __init__(self, params, student_shapes, mentor_shapes):
         super().__init__(params, student_shapes, mentor_shapes)
@@ -255,6 +304,9 @@ class _KDSpace(TermSpace):
     enabled: Union[bool, list[bool]] = False
     weight: NonNegativeNum = Range(low=0.1, high=1.0, log=True)
     temperature: PositiveNum = 4.0
+    schedule: Union[str, list[str]] = "constant"
+
+    _sched = field_validator("schedule")(_schedules)
 
 
 @register_term("kd")
@@ -269,12 +321,13 @@ class SoftTargets(LossTerm):
     def suggest(cls, section: _KDSpace, pick: Pick, depth: int) -> list[TermConfig]:
         if not pick("kd", section.enabled):
             return []
+        params = {"temperature": float(pick("kd.temperature", section.temperature))}
         return [TermConfig(cls.name, float(pick("kd.weight", section.weight)),
-                           {"temperature": float(pick("kd.temperature", section.temperature))})]
+                           _with_schedule(params, pick("kd.schedule", section.schedule)))]
 
     @classmethod
     def describe(cls, t):
-        return f"kd@{t.weight:g}/T{t.params.get('temperature', 4.0):g}"
+        return f"kd@{t.weight:g}/T{t.params.get('temperature', 4.0):g}{_schedule_text(t)}"
 
     def forward(self, logits, feats, y, mentor, p):
         T = p["temperature"]
@@ -316,7 +369,7 @@ class AttentionTransfer(LossTerm):
 
     @classmethod
     def describe(cls, t):
-        return f"at:{t.params['student']}->{t.params['teacher']}@{t.weight:g}"
+        return f"at:{t.params['student']}->{t.params['teacher']}@{t.weight:g}{_schedule_text(t)}"
 
     @staticmethod
     def attention_map(f: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:

@@ -1,0 +1,154 @@
+"""The search side, without Ray: the two arms at equal effort, and the mentorship methods a space offers
+(weight schedules, two-stage training) turned into loss terms."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+
+import optuna
+import pytest
+
+from search.config import LABEL_TERM
+from search.errors import UserError
+from search.models import create_mentee
+from search.spaces import parse_space
+from search.sweep.suggest import ARCH_PARAMS, ArmBalance, make_sampler, suggest_member
+from search.train.losses import SCHEDULES, describe_terms
+
+SPACE = {
+    "name": "arms",
+    "dataset": {"name": "mnist1d", "n_samples": 300},
+    "mentee": {"family": "conv1d", "depth": [1, 2, 3], "width": [4, 8, 16], "growth": [1, 2], "kernel": [3, 5]},
+    "terms": {"hint": {"taps": {"last": ["none", "layer3"]}}, "kd": {"enabled": [False, True]}},
+    "train": {"epochs": 2, "lr": {"low": 1e-3, "high": 1e-1, "log": True}, "weight_decay": [0.0, 1e-4]},
+}
+
+
+def params_of(arch) -> int:
+    return sum(p.numel() for p in create_mentee(arch, (1, 40), 10).parameters())
+
+
+def new_study(space) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(space))
+
+
+def ask_many(arms: ArmBalance, study, space, n: int, seed: int = 0) -> list:
+    """n asks, each told a made-up result at once, so that TPE leaves its random start-up phase."""
+    rng, out = random.Random(seed), []
+    for _ in range(n):
+        trial, cfg = arms.ask(study, space)
+        out.append((trial, cfg))
+        study.tell(trial, [rng.random(), params_of(cfg.arch)])
+    return out
+
+
+def test_arms_alternate_pair_architectures_and_balance_every_size_band():
+    space = parse_space(SPACE)
+    study = new_study(space)
+    asked = ask_many(ArmBalance.for_space(space), study, space, 41)
+
+    arms = [t.params["arm"] for t, _ in asked]
+    assert arms == ["independent", "mentored"] * 20 + ["independent"]  # the driver chose, never the sampler
+    for (ti, ind), (tm, men) in zip(asked[::2], asked[1::2]):
+        assert men.arch == ind.arch  # the mentored ask copied its partner's architecture...
+        assert {k: tm.params[k] for k in ARCH_PARAMS if k in tm.params} == \
+            {k: ti.params[k] for k in ARCH_PARAMS if k in ti.params}
+        assert not any(k.startswith(("hint", "kd", "two_stage")) for k in ti.params)  # ...the other arm had none
+        assert ind.independent and [t.kind for t in ind.terms] == [LABEL_TERM]
+    # each ask drew its own optimiser settings from the same ranges
+    lrs = {arm: [c.train.lr for t, c in asked if t.params["arm"] == arm] for arm in ("independent", "mentored")}
+    assert all(1e-3 <= lr <= 1e-1 for v in lrs.values() for lr in v)
+    assert sum(a != b for a, b in zip(lrs["independent"], lrs["mentored"])) >= 15
+    assert sum(not c.independent for t, c in asked if t.params["arm"] == "mentored") >= 5  # mentor terms searched
+
+    # equal counts per arm in every size band (log2 of params), within one
+    bands = Counter((t.params["arm"], params_of(c.arch).bit_length()) for t, c in asked)
+    for band in {b for _, b in bands}:
+        assert abs(bands["independent", band] - bands["mentored", band]) <= 1, bands
+    assert len({b for _, b in bands}) >= 3  # the sampler moved around: the balance is not trivial
+
+
+def test_a_resumed_balance_finishes_the_open_pair_and_asks_what_was_left_waiting():
+    space = parse_space(SPACE)
+    study = new_study(space)
+    ask_many(ArmBalance.for_space(space), study, space, 3)  # independent, mentored, independent: a pair is open
+
+    again = ArmBalance.for_space(space)  # a new driver after an interruption
+    assert again.arm(study, 2) == "independent" and again.arm(study, 1) == "mentored"
+    ((t3, _),) = ask_many(again, study, space, 1)
+    assert t3.params["arm"] == "mentored"
+    assert {k: t3.params[k] for k in ARCH_PARAMS if k in t3.params} == \
+        {k: study.trials[2].params[k] for k in ARCH_PARAMS if k in study.trials[2].params}
+
+    # a trial enqueued by a driver killed before asking it is asked first, as it was, and none is left waiting
+    study.enqueue_trial({"arm": "independent"})
+    third = ArmBalance.for_space(space)
+    asked = ask_many(third, study, space, 4)
+    assert [t.params["arm"] for t, _ in asked] == ["independent", "mentored", "independent", "mentored"]
+    assert asked[1][1].arch == asked[0][1].arch and asked[3][1].arch == asked[2][1].arch
+    assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+
+
+def test_a_space_without_mentor_terms_has_one_arm():
+    space = parse_space({**SPACE, "terms": {"ce": {}}})
+    study = new_study(space)
+    asked = ask_many(ArmBalance.for_space(space), study, space, 4)
+    assert all("arm" not in t.params and c.independent for t, c in asked)
+    assert len(study.trials) == 4  # nothing enqueued
+
+
+# ------------------------------------------------------- schedules and two-stage training
+
+METHODS = {**SPACE, "terms": {
+    "ce": {"two_stage": [False, True]},
+    "hint": {"taps": {"last": ["layer3"]}, "schedule": ["constant", "warmup", "decay"]},
+    "kd": {"enabled": [False, True], "schedule": ["constant", "warmup", "decay"]},
+    "attention": {"enabled": [False, True], "taps": {"last": ["layer3"]}, "schedule": "decay"},
+}}
+
+
+def test_schedules_and_two_stage_are_searched_choices():
+    space = parse_space(METHODS)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    seen, two_stage = Counter(), 0
+    for _ in range(300):
+        trial = study.ask()
+        cfg = suggest_member(trial, space)
+        study.tell(trial, [0.5, 1.0])
+        ce = next(t for t in cfg.terms if t.kind == LABEL_TERM)
+        mentor = [t for t in cfg.terms if t.uses_mentor]
+        if trial.params["arm"] == "independent":
+            assert not mentor and "schedule" not in ce.params and "two_stage" not in trial.params
+            continue
+        assert all(t.params.get("schedule", "constant") in SCHEDULES for t in cfg.terms)
+        if trial.params["two_stage"]:  # hints first, then labels: every schedule replaced
+            two_stage += 1
+            assert ce.params["schedule"] == "late" and all(t.params["schedule"] == "early" for t in mentor)
+            assert "~early" in describe_terms(cfg.terms)
+            continue
+        assert "schedule" not in ce.params
+        for t in mentor:
+            s = t.params.get("schedule", "constant")
+            seen[t.kind, s] += 1
+            assert ("schedule" in t.params) == (s != "constant")  # constant is the default, left out
+            assert (f"~{s}" in describe_terms([t])) == (s != "constant")
+            if t.kind == "attention":
+                assert s == "decay"  # fixed in the space
+    assert two_stage >= 30
+    for kind in ("hint", "kd"):
+        assert all(seen[kind, s] >= 3 for s in ("constant", "warmup", "decay")), seen
+
+
+@pytest.mark.parametrize("section, msg", [
+    ({"hint": {"schedule": "sometimes"}}, "hint.schedule: unknown schedule 'sometimes'; expected one of"),
+    ({"kd": {"schedule": []}}, "kd.schedule: empty list of schedules"),
+    ({"attention": {"schedule": ["warmup", "linear"]}}, "attention.schedule: unknown schedule 'linear'"),
+    ({"ce": {"two_stage": []}}, "ce.two_stage: empty list"),
+])
+def test_bad_schedules_are_one_line_errors(section, msg):
+    with pytest.raises(UserError, match=re.escape(msg)) as e:
+        parse_space({**SPACE, "terms": section}, "space.yaml")
+    assert str(e.value).startswith("space.yaml: ") and "\n" not in str(e.value)
