@@ -12,14 +12,17 @@ from hypothesis import strategies as st
 
 from search.errors import UserError
 from search.pareto import (
+    arm_balance,
     format_front,
     hypervolume_2d,
+    mentorship_pairs,
     mentorship_summary,
     pareto_front,
     parse_budget,
     pick,
     print_front,
     with_mentorship_gain,
+    with_reevaluation,
 )
 
 
@@ -196,3 +199,55 @@ def test_formats(capsys):
     print_front(df, "front", cols)
     out = capsys.readouterr().out
     assert "front" in out and "r005" in out and "+0.1500" in out
+
+
+# ------------------------------------------------------- the two arms and re-evaluation rows
+
+def arms_frame() -> pd.DataFrame:
+    """Mentored and independent rows, plus re-evaluation rows of r001 that must never stand on a front."""
+    rows = [
+        {"arm": "independent", "independent": True, "val_acc": 0.60, "params": 10},
+        {"arm": "mentored", "independent": False, "val_acc": 0.70, "params": 20},
+        {"arm": "independent", "independent": True, "val_acc": 0.75, "params": 30},
+        {"arm": "mentored", "independent": True, "val_acc": 0.80, "params": 40},  # mentored arm, no mentor term
+        {"arm": "mentored", "independent": False, "val_acc": 0.65, "params": 50},
+        {"arm": "independent", "independent": True, "val_acc": 0.99, "params": 60, "status": "pruned"},
+    ]
+    df = frame(rows)
+    df["arm"], df["work"], df["reeval_of"] = [r["arm"] for r in rows], "searched", None
+    again = frame([{"val_acc": 0.99, "params": 20}, {"val_acc": 0.98, "params": 20}])
+    again["arm"], again["work"], again["reeval_of"], again["run_id"] = "mentored", "reeval", "r001", ["x1", "x2"]
+    return pd.concat([df, again], ignore_index=True)
+
+
+def test_mentorship_pairs_compare_the_fronts_at_every_size():
+    df = arms_frame()
+    p = mentorship_pairs(df).set_index("params")
+    assert list(p.index) == [10, 20, 30, 40]  # both arms' front points; r004 (dominated) and pruned r005 not
+    assert list(p.front) == ["independent", "mentored", "independent", "mentored"]
+    assert pd.isna(p.loc[10, "mentored_run_id"]) and p.loc[10, "independent_run_id"] == "r000"
+    assert list(p.mentored_run_id[1:]) == ["r001", "r001", "r003"]  # the best of the arm at ≤ that size
+    assert list(p.independent_run_id) == ["r000", "r000", "r002", "r002"]
+    # the arm, not the config, decides: r003 is mentored-arm though it drew no mentor term
+    derived = df.drop(columns=["arm"])
+    assert mentorship_pairs(derived).set_index("params").loc[40, "independent_run_id"] == "r003"
+
+
+def test_re_evaluation_rows_stand_on_no_front_and_old_functions_ignore_them():
+    df = arms_frame()
+    assert set(pareto_front(df).run_id) == {"r000", "r001", "r002", "r003"}
+    assert not {"x1", "x2"} & set(with_mentorship_gain(pareto_front(df), df).run_id)
+    assert hypervolume_2d(df, ref_cost=100) == hypervolume_2d(df[df.reeval_of.isna()], ref_cost=100)
+    r = with_reevaluation(df).set_index("run_id")
+    assert "x1" not in r.index and r.loc["r001", "n_seeds"] == 2 and r.loc["r000", "n_seeds"] == 0
+    assert r.loc["r001", "val_acc"] == pytest.approx(0.985) and r.loc["r001", "val_acc_search"] == 0.70
+    assert r.loc["r001", "val_acc_std"] == pytest.approx(pd.Series([0.99, 0.98]).std())
+    assert r.loc["r002", "val_acc"] == 0.75  # not re-evaluated: the search's number stays
+    assert with_reevaluation(frame([{"val_acc": 0.5, "params": 1}])).equals(frame([{"val_acc": 0.5, "params": 1}]))
+
+
+def test_arm_balance_counts_searched_members_per_size_band():
+    b = arm_balance(arms_frame()).set_index("band")
+    # bands of log2(params): 10 → 3, 20 and 30 → 4, 40, 50 and 60 → 5; pruned counts, re-evaluations don't
+    assert b.to_dict("index") == {3: {"mentored": 0, "independent": 1}, 4: {"mentored": 1, "independent": 1},
+                                  5: {"mentored": 2, "independent": 1}}
