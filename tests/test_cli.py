@@ -27,8 +27,8 @@ from search.tracking import SweepTracker, load_member, load_runs
 
 REPO = Path(__file__).resolve().parents[1]
 N_SAMPLES = 300
-FRONT_COLUMNS = ["run_id", "family", "widths", "kernel", "mapping", "params", "bytes_int8", "macs", "val_acc",
-                 "test_acc", "independent_test_acc", "test_gain"]
+FRONT_COLUMNS = ["run_id", "family", "widths", "kernel", "mapping", "params", "bytes_int8", "sram_int8", "macs",
+                 "val_acc", "test_acc", "independent_test_acc", "test_gain"]
 
 
 def _env() -> dict[str, str]:
