@@ -1,13 +1,25 @@
 """Rebuild a driver's queue and counts after an interruption, from the Optuna study and MLflow.
 
+    storage = journal_storage(work / "optuna.journal")     # the study's file, safe after a kill
+    resume_state(driver, tracker.existing_member_ids(parent))
+
 MLflow is the record: a member is done when its child run ended (FINISHED, KILLED for
 pruned, FAILED). What the interruption may have left half-done is repaired, never trusted:
 a child run still RUNNING (the driver died while logging it) is deleted and its member
 trained again; an Optuna trial asked but never given its config is failed and asked anew;
 a member recorded in MLflow but not told to Optuna is told now.
+
+The study's journal survives a SIGKILL too: its lock is an flock, which the kernel drops when
+the holder dies (Optuna's own lock file would outlive a killed driver and make the next one
+wait 30 s), and a last line cut off mid-write is removed before anything is appended to it.
 """
 
 from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from pathlib import Path
 
 import optuna
 
@@ -15,7 +27,7 @@ from search.config import MemberConfig, Status, WorkItem, WorkKind
 from search.sweep.driver import Driver
 from search.tracking import load_runs
 
-__all__ = ["resume_state"]
+__all__ = ["journal_storage", "resume_state"]
 
 
 def resume_state(driver: Driver, recorded: set[str]) -> None:
@@ -54,3 +66,70 @@ def resume_state(driver: Driver, recorded: set[str]) -> None:
             driver.pending.append(WorkItem(mid, WorkKind.SEARCHED, cfg, t.number))
     for cfg in mentored:  # twins asked for but never recorded are trained now
         driver.add_twin(cfg)
+
+
+def journal_storage(path: Path) -> optuna.storages.BaseStorage:
+    """Optuna's journal file at `path`: every ask and tell appended and fsynced, under a lock that a
+    killed process never leaves behind; a torn last line (a kill mid-append) is cut off first."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    lock = FlockLock(path)
+    lock.acquire()
+    try:
+        _cut_torn_tail(path)
+    finally:
+        lock.release()
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+
+
+class FlockLock:
+    """An exclusive flock on `<journal>.flock`, for Optuna's JournalFileBackend (it calls acquire and
+    release around each append). Drivers of other sweeps sharing the journal wait on it as on
+    Optuna's lock; a dead holder's lock is gone with its process."""
+
+    def __init__(self, journal: Path) -> None:
+        self.path = Path(f"{journal}.flock")
+        self._threads = threading.Lock()  # flock is per open file: threads of one driver queue here first
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        self._threads.acquire()
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        try:
+            if fd is not None:
+                os.close(fd)  # closing the only descriptor drops the flock
+        finally:
+            self._threads.release()
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a last line without its newline: Optuna skips it while it is last, but the next append
+    would glue a good line to it and make the whole journal unreadable."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        end, chunk = size, 1 << 16
+        while end > 0:  # back from the end to the last newline
+            start = max(0, end - chunk)
+            f.seek(start)
+            nl = f.read(end - start).rfind(b"\n")
+            if nl >= 0:
+                f.truncate(start + nl + 1)
+                return
+            end = start
+        f.truncate(0)
