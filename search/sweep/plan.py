@@ -22,6 +22,7 @@ from search.data import Splits, load_dataset
 from search.errors import UserError
 from search.models import create_mentee, tap_shapes
 from search.spaces import SearchSpace, choices_of, largest
+from search.sweep.target import check_space
 from search.train.losses import TERMS
 from search.train.trial import splits_to_arrays
 
@@ -41,6 +42,7 @@ class SweepPlan:
     gpus_per_trial: float
     concurrency: int
     device: str
+    target: str = ""  # what the space's target device lets through (search/sweep/target.py); "" without one
 
     def for_cluster(self, gpus: float, cpus: float = 1.0, gpu_free_bytes: float = 0.0) -> SweepPlan:
         """Resources, concurrency and cohort size for a cluster with `gpus` GPUs and `cpus` CPUs.
@@ -79,7 +81,7 @@ class SweepPlan:
                 ("early stopping", "off" if b.early_stopping is None else
                  f"rungs {b.early_stopping.rungs}, keep 1/{b.early_stopping.eta}"),
                 ("objectives", "max val_acc, min " + ", min ".join(self.space.objectives)),
-                ("sampler", self.space.sampler)]
+                ("sampler", self.space.sampler)] + ([("target", self.target)] if self.target else [])
 
 
 def _check_mentee_space(space: SearchSpace, splits: Splits, where: str) -> None:
@@ -106,7 +108,8 @@ def plan_sweep(space: SearchSpace, *, where: str = "space", gpus: float | None =
         for t in sorted(TERMS[name].mentor_tap_choices(section) - set(mentor_taps)):
             raise UserError(f"{where}: key 'terms.{name}.taps': the mentor has no tap '{t}'; "
                             f"its taps are {', '.join(mentor_taps)}")
-    plan = SweepPlan(space, splits, mentor_taps, 1, 0.0, 1, "cpu")
+    target = check_space(space, tuple(splits.input_shape), splits.num_classes, where)  # none fits → UserError
+    plan = SweepPlan(space, splits, mentor_taps, 1, 0.0, 1, "cpu", target)
     # this machine's GPUs for a dry run (device_count reads the driver; it makes no CUDA context)
     return plan.for_cluster(gpus=float(torch.cuda.device_count()) if gpus is None else gpus)
 
