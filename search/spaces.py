@@ -168,6 +168,36 @@ class SearchSpace(_Model):
     objectives: list[Literal[COST_AXES]] = ["params"]  # type: ignore[valid-type]
     budget: Budget = Budget()
     sampler: Literal["tpe", "random", "nsga2"] = "tpe"
+    # your own device profiles (YAML, as spaces/devices.yaml), added to the shipped ones; `--devices` sets it
+    devices: str | None = None
+    # the device the sweep searches for: mentees over its size budgets are never trained (search/sweep/target.py)
+    target: str | None = None
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v: str | None) -> str | None:
+        from search.devices import load_devices  # devices.py reads YAML through this module
+
+        if v is not None:
+            try:
+                load_devices(v)
+            except UserError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str | None, info: Any) -> str | None:
+        from search.devices import load_devices
+
+        if v is None or "devices" not in info.data:  # a bad devices file is reported on its own key
+            return v
+        known = load_devices(info.data["devices"])
+        if v not in known:
+            near = difflib.get_close_matches(v.lower(), list(known), n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            raise ValueError(f"not a device profile ({hint}known: {', '.join(sorted(known))}), got {v!r}")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -266,11 +296,14 @@ def _one_line(path: str, err: ValidationError) -> str:
     return f"{path}: key '{key}': {msg}{got_s}" if key else f"{path}: {msg}"
 
 
-def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
+def parse_space(data: Any, path: str = "<space>", *, devices: str | Path | None = None) -> SearchSpace:
+    """`devices`: a device-profile file that replaces the space's own `devices` key (`--devices FILE`)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    if devices is not None:
+        data = {**data, "devices": str(devices)}
     try:
         space = SearchSpace.model_validate(data)
     except ValidationError as e:
@@ -339,7 +372,7 @@ def _read_yaml(p: Path, text: str) -> Any:
         loader.dispose()
 
 
-def load_space(path: str | Path) -> SearchSpace:
+def load_space(path: str | Path, *, devices: str | Path | None = None) -> SearchSpace:
     p = Path(path)
     if p.is_dir():
         raise UserError(f"{p}: is a directory; expected a space file (YAML), e.g. spaces/mnist1d.yaml")
@@ -363,7 +396,7 @@ def load_space(path: str | Path) -> SearchSpace:
     if data is None:  # empty, or only comments: surely not the file the user meant
         raise UserError(f"{p}: no keys (the file is empty or only comments); expected a space like "
                         "spaces/mnist1d.yaml")
-    return parse_space(data, str(p))
+    return parse_space(data, str(p), devices=devices)
 
 
 def space_hash(space: SearchSpace) -> str:
