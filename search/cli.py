@@ -219,11 +219,16 @@ def sweep(
     tracking_uri: Optional[str] = typer.Option(None, help=URI_HELP),
     workdir: Path = typer.Option(Path("mentee-runs"), help="Where the Optuna study and Ray's files go."),
     storage: Optional[str] = typer.Option(None, help="Ray storage path; must be shared (s3://, NFS) on a cluster."),
+    devices: Optional[Path] = typer.Option(None, help="Your own device profiles (YAML), added to the shipped ones: "
+                                                      "the space's `target:` may name one of them."),
 ):
     """Search mentees for a space with Ray Tune + Optuna; record every mentee in MLflow."""
     from search.spaces import load_space
 
-    sp = load_space(space)  # validate before importing Ray and torch: a bad file fails in a blink
+    if devices is not None:
+        from search.devices import load_devices
+        load_devices(devices)  # its own errors name the file, not the space's key
+    sp = load_space(space, devices=devices)  # validate before importing Ray and torch: a bad file fails in a blink
     from search.sweep.plan import plan_sweep
     from search.sweep.run import run_sweep
 
@@ -313,10 +318,16 @@ def pick(
     devices: Optional[Path] = typer.Option(None, help="Your own device profiles (YAML), added to the shipped ones."),
     experiment: Optional[str] = typer.Option(None, help="Experiment (= space name); default: all."),
     tracking_uri: Optional[str] = typer.Option(None, help=URI_HELP),
+    register: bool = typer.Option(True, "--register/--no-register",
+                                  help="With --device: register the pick in the MLflow model registry, alias = "
+                                       "the device (models:/EXPERIMENT@DEVICE)."),
 ):
-    """Print the most accurate finished mentee (by val accuracy) within the budget or device."""
+    """Print the most accurate finished mentee (by val accuracy; by its mean over re-evaluation seeds where the
+    sweep re-evaluated) within the budget or device. With --device, a latency budget is checked here (the
+    sweep cannot know it in advance), and the pick is registered under the device's alias."""
     from search.pareto import parse_budget
     from search.pareto import pick as pick_row
+    from search.tracking import resolve_uri
 
     if max_params is None and max_bytes is None and max_macs is None and device is None:
         raise UserError("pick: give --device or at least one of --max-params, --max-bytes, --max-macs")
@@ -327,24 +338,44 @@ def pick(
               "max_macs": parse_budget("--max-macs", max_macs) if max_macs is not None else None}
     df = _runs(tracking_uri, experiment)
     if profile is not None:
-        fits = df.apply(profile.fits, axis=1) if len(df) else df.index.to_series(dtype=bool)
-        if not fits.any():  # not an error: say so, and show what comes closest
-            done = df[df.status == "finished"].copy()
-            done["misses"] = [profile.check(r) for _, r in done.iterrows()]
-            near = done.assign(n=done.misses.map(len)).sort_values(["n", "params"]).head(3)
-            typer.echo(f"no finished mentee fits {profile.name}; the nearest:")
-            for _, r in near.iterrows():
+        from search.sweep.target import pick_for_device
+        row, nearest = pick_for_device(df, profile, resolve_uri(tracking_uri), **budget)
+        if row is None:  # not an error: say so, and show what comes closest
+            also = " and the --max-* budget" if any(v is not None for v in budget.values()) else ""
+            typer.echo(f"no finished mentee fits {profile.name}{also}; the nearest:")
+            for r, misses in nearest:
                 typer.echo(f"  run {r['run_id']}: {r['widths']} val acc {r['val_acc']:.4f}; misses: "
-                           + "; ".join(str(m) for m in r["misses"]))
+                           + ("; ".join(str(m) for m in misses) or "the --max-* budget"))
             return
-        df = df[fits]
-    row = pick_row(df, **budget)
-    if row is None:
-        raise UserError("pick: no finished mentee fits that budget")
+    else:
+        row = pick_row(df, **budget)
+        if row is None:
+            raise UserError("pick: no finished mentee fits that budget")
     typer.echo(f"run {row['run_id']}: {row.get('family', '')} {row.get('widths', '')} "
                f"mapping {row.get('mapping', '')}; val acc {row['val_acc']:.4f}, test acc {row['test_acc']:.4f}; "
                f"{int(row['params']):,} params, {int(row['bytes_int8']):,} B int8, {int(row['macs']):,} MACs")
-    typer.echo(f"export it: mentee export {row['run_id']} --format onnx")
+    seeds = int(row.get("n_seeds", 0) or 0)
+    if seeds:  # the sweep re-evaluated it: the accuracies above are means over those seeds
+        typer.echo(f"  accuracies: mean of {seeds} re-evaluation seeds (± {row['test_acc_std']:.4f} test); the "
+                   f"search's own run had val acc {row['val_acc_search']:.4f}, test acc {row['test_acc_search']:.4f}")
+    ref = row["run_id"]
+    if profile is not None:
+        lat = profile.budget("latency_ms")
+        if lat is not None:  # measured now, on this machine: the sweep could not know it
+            ms = float(row["latency_ms"])
+            typer.echo(f"  latency: {ms:.3g} ms here (ONNX Runtime, 1 thread) × {lat.scale:g} = "
+                       f"{lat.device_value(ms):.3g} ms on {profile.name} ≤ {lat.limit:g} ms")
+        if register:
+            from search.tracking.mlflow import register_pick
+            tags = {"mentee.device": profile.name, **{k: row[k] for k in ("val_acc", "test_acc", "params",
+                                                                          "bytes_int8", "sram_int8", "macs")}}
+            name, version, alias = register_pick(resolve_uri(tracking_uri), row["run_id"], profile.name, tags=tags)
+            ref = f"models:/{name}@{alias}"
+            typer.echo(f"registered: model '{name}' version {version}, alias '{alias}' ({ref})")
+        extra = f" --devices {devices}" if devices else ""
+        typer.echo(f"export it: mentee export {ref} --format onnx --int8 --device {profile.name}{extra}")
+        return
+    typer.echo(f"export it: mentee export {ref} --format onnx")
 
 
 @app.command()
@@ -381,24 +412,84 @@ def dashboard(
 @app.command("export")
 @_friendly
 def export_cmd(
-    run_id: str = typer.Argument(..., help="MLflow run id of a mentee (from `mentee pick` or `mentee pareto`)."),
+    run_id: str = typer.Argument(..., help="MLflow run id of a mentee (from `mentee pick` or `mentee pareto`), "
+                                           "or models:/NAME@DEVICE as `mentee pick --device` registers it."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
-    out: Optional[Path] = typer.Option(None, help="Output file (default: mentee-<run>.onnx / .pt)."),
+    out: Optional[Path] = typer.Option(None, help="Output file (default: mentee-<run>.onnx / -int8.onnx / .pt)."),
     tracking_uri: Optional[str] = typer.Option(None, help=URI_HELP),
+    int8: bool = typer.Option(False, "--int8", help="Quantise to int8 with ONNX Runtime (onnx only) and report how "
+                                                    "often its argmax agrees with the torch model on test data."),
+    calibration: int = typer.Option(256, help="With --int8: training samples that calibrate the activations "
+                                              "(static quantisation); 0 = dynamic (int8 weights, no data)."),
+    device: Optional[str] = typer.Option(None, help="Check the file's weights against this device's flash budget "
+                                                    "again; exit code 1 (file kept) if they no longer fit."),
+    devices: Optional[Path] = typer.Option(None, help="Your own device profiles (YAML), added to the shipped ones."),
 ):
-    """Export a mentee to ONNX or TorchScript and check it against the torch model."""
-    from search.export import export_model
+    """Export a mentee to ONNX (optionally int8) or TorchScript and check it against the torch model."""
+    from search.export import export_int8, export_model, flash_check, onnx_weight_bytes
     from search.models import create_mentee
     from search.tracking import load_member, resolve_uri
+    from search.tracking.mlflow import resolve_model_ref
 
     if fmt not in ("onnx", "torchscript"):
         raise UserError(f"--format: '{fmt}' is not onnx or torchscript")
-    cfg, state, meta = load_member(resolve_uri(tracking_uri), run_id)
+    if int8 and fmt != "onnx":
+        raise UserError("--int8: only with --format onnx (ONNX Runtime quantises the ONNX model)")
+    _number("--calibration", calibration, low=0)
+    profile = _device(device, devices) if device else None  # a typo fails before any work
+    uri = resolve_uri(tracking_uri)
+    run_id = resolve_model_ref(uri, run_id)
+    cfg, state, meta = load_member(uri, run_id)
     model = create_mentee(cfg.arch, meta["input_shape"], meta["num_classes"])
     model.load_state_dict(state)
-    path = out or Path(f"mentee-{run_id[:8]}.{'onnx' if fmt == 'onnx' else 'pt'}")
-    export_model(model, tuple(meta["input_shape"]), path, fmt)
-    typer.echo(f"wrote {path} ({path.stat().st_size:,} bytes); outputs match the torch model")
+    shape = tuple(meta["input_shape"])
+    if not int8:
+        path = out or Path(f"mentee-{run_id[:8]}.{'onnx' if fmt == 'onnx' else 'pt'}")
+        export_model(model, shape, path, fmt)
+        typer.echo(f"wrote {path} ({path.stat().st_size:,} bytes); outputs match the torch model")
+        if profile is not None:
+            from search.measure import weight_bytes
+            _flash(*flash_check(profile, onnx_weight_bytes(path) if fmt == "onnx" else weight_bytes(model), "fp32"))
+        return
+    calib, check = _export_data(uri, run_id, shape, calibration)
+    path = out or Path(f"mentee-{run_id[:8]}-int8.onnx")
+    rep = export_int8(model, shape, path, calibration=calib, check=check)
+    typer.echo(f"wrote {path} ({rep.file_bytes:,} bytes; int8, {rep.method}): weights {rep.weight_bytes:,} B "
+               f"(fp32: {rep.fp32_weight_bytes:,} B)")
+    on = f"{rep.samples} test samples" if rep.on_data else f"{rep.samples} random inputs (the dataset did not load)"
+    acc = (f"; test accuracy int8 {rep.acc_int8:.4f} vs torch {rep.acc_torch:.4f}" if rep.acc_int8 is not None
+           else "")
+    typer.echo(f"int8 vs torch on {on}: argmax agrees on {rep.agreement:.1%} (max |logit difference| "
+               f"{rep.max_abs_diff:.3g}){acc}")
+    if profile is not None:
+        _flash(*flash_check(profile, rep.weight_bytes, "int8"))
+
+
+def _flash(fits: bool, line: str) -> None:
+    if fits:
+        typer.echo(line)
+        return
+    typer.echo(line, err=True)
+    raise typer.Exit(1)
+
+
+def _export_data(uri: str, run_id: str, shape: tuple[int, ...], calibration: int):
+    """(calibration inputs or None, (test inputs, labels) or None) from the dataset the run was trained on."""
+    from search.data import load_dataset
+    from search.tracking.mlflow import member_dataset
+
+    try:
+        d = member_dataset(uri, run_id)
+        splits = load_dataset(d["name"], root=d["root"], n_samples=d["n_samples"], seed=d["seed"])
+    except UserError as e:
+        if calibration:
+            raise UserError(f"--int8: cannot load the run's dataset to calibrate ({e}); --calibration 0 "
+                            "quantises without data") from None
+        return None, None
+    if tuple(splits.input_shape) != shape:
+        raise UserError(f"--int8: the run's dataset gives inputs {tuple(splits.input_shape)}, the mentee takes {shape}")
+    calib = splits.x_train[:calibration] if calibration else None
+    return calib, (splits.x_test[:1024], splits.y_test[:1024])
 
 
 @app.command()
@@ -408,22 +499,45 @@ def ui(
     port: int = typer.Option(5000, help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind; only this machine can connect unless you "
                                                 "pass another (0.0.0.0 = every network: the UI has no login)."),
+    experiment: Optional[str] = typer.Option(None, help="Experiment (= space name) whose runs the printed URL "
+                                                        "opens; default: the latest sweep's."),
 ):
-    """Start the MLflow UI for the tracking store on 127.0.0.1 (or --host)."""
-    from search.tracking import resolve_uri, ui_command
+    """Start the MLflow UI for the tracking store on 127.0.0.1 (or --host); print the URL of the sweep's runs."""
+    from search.tracking import experiment_id, load_runs, resolve_uri, ui_command
 
     if not 0 < port < 65536:
         raise UserError(f"--port: expected 1..65535, got {port}")
-    argv = ui_command(resolve_uri(tracking_uri), host=host, port=port)
-    typer.echo(f"MLflow UI on http://{host}:{port}  (Ctrl-C stops it)")
+    uri = resolve_uri(tracking_uri)
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    if experiment is not None:
+        exp_id = experiment_id(uri, experiment)
+        if exp_id is None:
+            raise UserError(f"--experiment: no experiment '{experiment}' in {uri}")
+    else:  # the experiment of the latest mentee run, if the store has any
+        try:
+            runs = load_runs(uri)
+        except UserError:  # no store yet: the UI still starts
+            runs = None
+        exp_id = None if runs is None or runs.empty else str(runs.sort_values("start_time").experiment_id.iloc[-1])
+    argv = ui_command(uri, host=host, port=port)
+    typer.echo(f"MLflow UI on {base}  (Ctrl-C stops it)")
+    if exp_id is not None:
+        typer.echo(f"the sweep's runs: {experiment_url(base, exp_id)}")
     os.execvp(argv[0], argv)
+
+
+def experiment_url(base: str, exp_id: str) -> str:
+    """The UI page of an experiment's training runs. MLflow 3.17's UI opens every experiment on its GenAI
+    overview unless the URL (or the browser's last choice) says `workflowType=machine_learning`; the
+    experiment tag `mlflow.experimentKind` alone no longer decides it."""
+    return f"{base}/#/experiments/{exp_id}?workflowType=machine_learning"
 
 
 @app.command()
 @_friendly
 def quickstart(
     workdir: Path = typer.Option(Path("."), help="Where mentors/, mlflow.db and mentee-runs/ go."),
-    mentees: int = typer.Option(24, help="Mentees in the sweep (≥ 2, twins included)."),
+    mentees: int = typer.Option(24, help="Mentees in the sweep (≥ 2, both arms: half independent)."),
 ):
     """Mentor on MNIST-1D, a small sweep, the Pareto front and a pick, all recorded in MLflow."""
     from search.spaces import load_space
