@@ -2,10 +2,11 @@
 
     results = train_cohort(configs, splits, cache=MentorCache.build(mentor, splits.x_train, taps))
 
-A cohort is split into fused groups (`group.FusedGroup`); each epoch launches every
-group's epoch and evaluation on its own CUDA stream and reads the numbers after one
-synchronisation. Optional successive halving drops members at rungs, ranked by the same
-Pareto rank the reports use (`search.pareto.pareto_rank`).
+A cohort is split into a few fused groups (`group.plan_groups`, `group.FusedGroup`); each
+epoch launches every group's epoch and evaluation on its own CUDA stream. Nothing is read
+back until the end (one synchronisation per cohort), or at a halving rung: optional
+successive halving drops members there, ranked by the same Pareto rank the reports use
+(`search.pareto.pareto_rank`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from search.models import create_mentee
 from search.pareto import pareto_rank
 from search.train.cache import MentorCache
 from search.train.device import on_stream
-from search.train.group import FusedGroup, group_key
+from search.train.group import MAX_GROUPS, FusedGroup, plan_groups
 from search.train.losses import TERMS
 
 __all__ = ["train_cohort"]
@@ -32,14 +33,17 @@ __all__ = ["train_cohort"]
 def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorCache | None = None,
                  mentor_shapes: dict[str, tuple[int, ...]] | None = None,
                  rungs: Sequence[int] = (), eta: int = 3, keep_weights: bool = True, use_graph: bool = True,
-                 fuse: bool = True, timing: dict[str, float] | None = None,
+                 fuse: bool = True, max_groups: int = MAX_GROUPS, timing: dict[str, float] | None = None,
                  on_epoch: Callable[[int, int], None] | None = None) -> list[MemberResult]:
     """Train every member of a cohort; return one `MemberResult` per config, in order.
 
-    `splits` and `cache` must already be on the training device. `rungs` are epochs at
-    which successive halving drops all but the best 1/eta of the still-running members,
-    ranked by Pareto rank on (val acc, params) so that small mentees are not dropped
-    just for being small; a dropped member ends with status "pruned"."""
+    `splits` and `cache` must already be on the training device. `fuse=False` trains every
+    member as a group of its own (the reference the fused run must match). `rungs` are epochs
+    at which successive halving drops all but the best 1/eta of the still-running members,
+    ranked by Pareto rank on (val acc, params) so that small mentees are not dropped just for
+    being small; a dropped member ends with status "pruned". A member whose loss goes NaN or
+    inf ends "failed"; it keeps training to the end beside the others (members are
+    independent), because noticing it earlier would cost a host sync every epoch."""
     cfgs = list(cfgs)
     mentor_shapes = mentor_shapes or {}
     mentored = [t for c in cfgs for t in c.active_terms() if t.uses_mentor]
@@ -55,11 +59,10 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
     if dev.type == "cpu":
         # Adam's second moments of tiny gradients go denormal; the CPU then runs them ~100× slower
         torch.set_flush_denormal(True)
-    by_key: dict[tuple, list[int]] = {}
-    for i, c in enumerate(cfgs):
-        by_key.setdefault(group_key(c) if fuse else (i,), []).append(i)
     t0 = time.perf_counter()
-    groups = [FusedGroup(ix, [cfgs[i] for i in ix], splits, mentor_shapes, dev, use_graph) for ix in by_key.values()]
+    parts = plan_groups(cfgs, splits.input_shape, splits.num_classes, max_groups) if fuse \
+        else [[i] for i in range(len(cfgs))]
+    groups = [FusedGroup(ix, [cfgs[i] for i in ix], splits, mentor_shapes, dev, use_graph) for ix in parts]
     t1 = time.perf_counter()
     curves: list[dict[str, list[float]]] = [{"train_loss": [], "val_acc": []} for _ in cfgs]
     test_acc = [float("nan")] * len(cfgs)
@@ -67,58 +70,78 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
     errors: list[str | None] = [None] * len(cfgs)
     real_params = [_cost(c.arch, splits)["params"] for c in cfgs]
     epochs = max(c.train.epochs for c in cfgs)
-    steps_per_epoch = {id(g): max(1, len(splits.x_train) // g.cfgs[0].train.batch_size) for g in groups}
+    done: list[FusedGroup] = []  # groups whose members have all finished (their numbers read at the end)
     for e in range(epochs):
-        # launch every group's epoch and evaluation first, read the numbers after. On a GPU
-        # each group runs on its own CUDA stream: a tiny model's kernels fill a few SMs, so
-        # groups' steps run side by side instead of queueing behind each other.
-        launched = []
+        # launch every group's epoch; nothing is read back. On a GPU each group runs on its own
+        # CUDA stream: a tiny model's kernels fill a few SMs, so groups' steps run side by side.
         for g in groups:
-            ep = g.cfgs[0].train.epochs
-            if e >= ep:
-                continue
             with on_stream(g, dev):
-                loss = g.train_epoch(splits, cache, steps_per_epoch[id(g)] * ep)
-                val = g.accuracy(splits.x_val, splits.y_val)
-                test = g.accuracy(splits.x_test, splits.y_test) if e + 1 == ep else None  # test once, at the end
-            launched.append((g, loss, val, test))
-        if dev.type == "cuda":
-            torch.cuda.synchronize()  # every stream's epoch is done before its numbers are read
-        for g, loss, val, test in launched:
-            loss, val = loss.cpu(), val.cpu()
-            alive = []
-            for r, i in enumerate(g.idx):
-                curves[i]["train_loss"].append(float(loss[r]))
-                curves[i]["val_acc"].append(float(val[r]))
-                if test is not None:
-                    test_acc[i] = float(test[r])
-                if not math.isfinite(float(loss[r])):
-                    status[i], errors[i] = Status.FAILED, f"loss became {float(loss[r])} in epoch {e + 1}"
-                else:
-                    alive.append(r)
-            if len(alive) < len(g.idx):
-                g.keep(alive) if alive else groups.remove(g)
-        if e + 1 in rungs:
-            running = [(g, r, i) for g in groups for r, i in enumerate(g.idx) if e + 1 < g.cfgs[r].train.epochs]
-            if len(running) > 1:
-                ranks = pareto_rank([curves[i]["val_acc"][-1] for _, _, i in running],
-                                     [real_params[i] for _, _, i in running])
-                order = sorted(range(len(running)), key=lambda j: (ranks[j], -curves[running[j][2]]["val_acc"][-1]))
-                stop = {running[j][2] for j in order[max(1, math.ceil(len(running) / eta)):]}
-                for g in list(groups):
-                    rows = [r for r, i in enumerate(g.idx) if i not in stop]
-                    for i in g.idx:
-                        if i in stop:
-                            status[i] = Status.PRUNED
-                    if len(rows) < len(g.idx):
-                        g.keep(rows) if rows else groups.remove(g)
+                g.train_epoch(splits, cache, e)
+        done += [g for g in groups if e + 1 == g.epochs]
+        groups = [g for g in groups if e + 1 < g.epochs]
+        if e + 1 in rungs and groups:
+            _halve(groups, e, curves, test_acc, status, errors, real_params, eta)
         if on_epoch is not None:
             on_epoch(e + 1, epochs)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()  # every stream's work is done: the one wait of the cohort
+    for g in done:
+        _read(g, list(range(len(g.idx))), g.epochs, curves, test_acc, status, errors)
     t2 = time.perf_counter()
-    out = _results(cfgs, groups, splits, curves, test_acc, status, errors, keep_weights, (t2 - t1) / len(cfgs))
+    out = _results(cfgs, done, splits, curves, test_acc, status, errors, keep_weights, (t2 - t1) / len(cfgs))
     if timing is not None:  # where a cohort's seconds go, for benchmarks
-        timing.update(groups=len(by_key), build=t1 - t0, epochs=t2 - t1, results=time.perf_counter() - t2)
+        timing.update(groups=len(parts), build=t1 - t0, epochs=t2 - t1, results=time.perf_counter() - t2)
     return out
+
+
+def _read(g: FusedGroup, rows: list[int], epochs: int, curves, test_acc, status, errors) -> None:
+    """Copy rows' numbers for their first `epochs` epochs from the device into the cohort's lists;
+    a member whose loss was not finite is failed from that epoch on (its curve ends there)."""
+    loss, val = g.loss_hist[:epochs].cpu(), g.val_hist[:epochs].cpu()
+    test = g.test_acc.cpu() if g.test_acc is not None else None
+    for r in rows:
+        i = g.idx[r]
+        col_loss, col_val = loss[:, r].tolist(), val[:, r].tolist()
+        n = epochs
+        bad = next((k for k in range(n) if not math.isfinite(col_loss[k])), None)
+        if bad is not None:
+            n = bad + 1
+            status[i], errors[i] = Status.FAILED, f"loss became {col_loss[bad]} in epoch {bad + 1}"
+        curves[i]["train_loss"], curves[i]["val_acc"] = col_loss[:n], col_val[:n]
+        if test is not None and status[i] is Status.FINISHED:
+            test_acc[i] = float(test[r])
+
+
+def _halve(groups: list[FusedGroup], e: int, curves, test_acc, status, errors, real_params, eta: int) -> None:
+    """Successive halving at the end of epoch e (a host sync: rungs are rare). Keeps the best
+    1/eta of the running members; the rest, and members whose loss went non-finite, stop."""
+    if groups[0].flat.is_cuda:
+        torch.cuda.synchronize()
+    running = []
+    for g in groups:
+        loss = g.loss_hist[: e + 1].cpu()
+        for r, i in enumerate(g.idx):
+            if bool(torch.isfinite(loss[:, r]).all()):
+                running.append((g, r, i, float(g.val_hist[e, r])))
+    stop = set()
+    if len(running) > 1:
+        ranks = pareto_rank([acc for *_, acc in running], [real_params[i] for _, _, i, _ in running])
+        order = sorted(range(len(running)), key=lambda j: (ranks[j], -running[j][3]))
+        stop = {running[j][2] for j in order[max(1, math.ceil(len(running) / eta)):]}
+    alive = {i for _, _, i, _ in running} - stop
+    for g in list(groups):
+        gone = [r for r, i in enumerate(g.idx) if i not in alive]
+        if not gone:
+            continue
+        _read(g, gone, e + 1, curves, test_acc, status, errors)
+        for r in gone:
+            if status[g.idx[r]] is Status.FINISHED:
+                status[g.idx[r]] = Status.PRUNED
+        rows = [r for r in range(len(g.idx)) if r not in gone]
+        if rows:
+            g.keep(rows)
+        else:
+            groups.remove(g)
 
 
 _COSTS: dict[tuple, dict[str, float]] = {}
@@ -140,7 +163,7 @@ def _results(cfgs, groups, splits, curves, test_acc, status, errors, keep_weight
     out = []
     for i, c in enumerate(cfgs):
         state = None
-        if i in where and keep_weights:
+        if i in where and keep_weights and status[i] is Status.FINISHED:
             g, r = where[i]
             state = g.crop(r, create_mentee(c.arch, splits.input_shape, splits.num_classes))
         cv = curves[i]
