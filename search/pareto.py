@@ -37,7 +37,8 @@ __all__ = [
 
 ARMS = ("mentored", "independent")
 
-_INT_COLS = {"params", "bytes_fp32", "bytes_int8", "macs", "seed", "epochs_run", "kernel"}
+_INT_COLS = {"params", "bytes_fp32", "bytes_int8", "macs", "seed", "epochs_run", "kernel", "n_seeds", "n_pairs",
+             *(f"{a}_{c}" for a in ("mentored", "independent") for c in ("params", "bytes_int8", "macs", "n"))}
 
 
 def _searched(df: pd.DataFrame) -> pd.DataFrame:

@@ -154,6 +154,9 @@ class Budget(_Model):
     # auto: 1 if the cluster has GPUs, else 0
     gpus_per_trial: Union[Annotated[float, Field(ge=0)], Literal["auto"]] = "auto"
     early_stopping: EarlyStopping | None = None
+    # after the search: retrain the front's points and their budget-matched independent baselines with this
+    # many fresh seeds (search/sweep/reeval.py); 0 = off. Shipped spaces set it; unset, a space keeps 0
+    reevaluate_seeds: int = Field(default=0, ge=0, le=100)
 
 
 class SearchSpace(_Model):
