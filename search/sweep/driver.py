@@ -25,6 +25,7 @@ import torch
 from search.config import CohortReport, CohortSpec, MemberConfig, MemberResult, Status, WorkItem, WorkKind
 from search.spaces import SearchSpace
 from search.sweep.suggest import suggest_member
+from search.sweep.target import ask_fitting
 from search.tracking import SweepTracker
 
 __all__ = ["Driver", "SweepSummary"]
@@ -89,12 +90,16 @@ class Driver:
 
     def _ask(self) -> None:
         with self.lock:
-            trial = self.study.ask()
-            cfg = suggest_member(trial, self.space)
+            # with a `target:` device, configs over its size budget are told to Optuna and asked again (never trained)
+            trial, cfg = ask_fitting(self.study, self.space, self.tags, self._ask_one)
             trial.set_user_attr("config", cfg.to_dict())
         self.planned += 1
         self.pending.append(WorkItem(str(trial.number), WorkKind.SEARCHED, cfg, trial.number))
         self.add_twin(cfg)
+
+    def _ask_one(self) -> tuple[optuna.Trial, MemberConfig]:
+        trial = self.study.ask()
+        return trial, suggest_member(trial, self.space)
 
     def add_twin(self, cfg: MemberConfig) -> None:
         """Queue the independent twin of `cfg`'s architecture unless it has one already."""
