@@ -1,0 +1,120 @@
+"""Results on their way to MLflow, kept on the driver's disk until MLflow has them.
+
+    journal = ResultJournal(work / "journal" / parent_run_id)
+    journal.add([(item, result, node_id), ...])     # a cohort's results: one fsynced append
+    ...MLflow write...
+    journal.done(item.member_id)                    # written: its weights file is dropped
+    for item, result, node_id in journal.pending(): # after a crash or an outage: what MLflow lacks
+        ...
+
+The driver writes every result here first, so neither an MLflow server that stops answering
+nor a killed driver loses a trained mentee: `mentee sweep --resume` writes what is pending
+before it trains anything. One JSON line per event (`result`, `done`) in `results.jsonl`,
+the weights beside it as `<n>.pt`; a line cut off by a kill is dropped. When everything is
+written the directory is removed (`clear`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search.config import MemberResult, WorkItem
+
+__all__ = ["ResultJournal"]
+
+
+class ResultJournal:
+    """Append-only, fsynced; safe to call from the driver thread and the writer thread."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = Path(directory)
+        self.path = self.dir / "results.jsonl"
+        self._lock = threading.Lock()
+        self._pending: dict[str, dict[str, Any]] = {}  # member id → its `result` line, until `done`
+        self._files = 0
+        for entry in self._read():
+            if entry["op"] == "result":
+                self._pending[entry["member_id"]] = entry
+                self._files += 1
+            else:
+                self._pending.pop(entry["member_id"], None)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, results: Iterable[tuple[WorkItem, MemberResult, str]]) -> None:
+        """Keep these results (weights included) durably, before anything is sent to MLflow."""
+        lines = []
+        with self._lock:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for item, res, node_id in results:
+                weights = None
+                if res.state_dict is not None:
+                    self._files += 1
+                    weights = f"{self._files}.pt"
+                    _save(res.state_dict, self.dir / weights)
+                entry = {"op": "result", "member_id": item.member_id, "item": item.to_dict(),
+                         "result": res.to_dict(), "node_id": node_id, "weights": weights}
+                self._pending[item.member_id] = entry
+                lines.append(entry)
+            self._append(lines)
+
+    def done(self, member_id: str) -> None:
+        """MLflow has it: forget it here."""
+        with self._lock:
+            entry = self._pending.pop(member_id, None)
+            if entry is None:
+                return
+            self._append([{"op": "done", "member_id": member_id}])
+            if entry["weights"]:
+                (self.dir / entry["weights"]).unlink(missing_ok=True)
+
+    def pending(self) -> list[tuple[WorkItem, MemberResult, str]]:
+        """What MLflow does not have yet, in the order it was kept."""
+        with self._lock:
+            entries = list(self._pending.values())
+        out = []
+        for e in entries:
+            state = torch.load(self.dir / e["weights"], weights_only=True) if e["weights"] else None
+            out.append((WorkItem.from_dict(e["item"]), MemberResult.from_dict(e["result"], state), e["node_id"]))
+        return out
+
+    def clear(self) -> None:
+        """Remove the journal once nothing is pending (a sweep whose results are all in MLflow)."""
+        with self._lock:
+            if not self._pending:
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _append(self, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            return
+        with open(self.path, "ab") as f:
+            f.write("".join(json.dumps(e) + "\n" for e in entries).encode())
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        whole = data[: data.rfind(b"\n") + 1]
+        if len(whole) < len(data):  # a kill cut the last append: drop it, or the next line would be glued to it
+            with open(self.path, "rb+") as f:
+                f.truncate(len(whole))
+        return [json.loads(line) for line in whole.splitlines() if line.strip()]
+
+
+def _save(state: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in state.items()}, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    tmp.replace(path)  # a weights file is whole or absent: its line is written after it
