@@ -10,6 +10,7 @@ device's alias. In CI (`CI` set) a missing browser fails instead of skipping.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -145,6 +146,12 @@ def test_mentee_ui_prints_the_sweeps_url(tmp_path, unused_port):
             lines.append(line.strip())
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the exec'd `mlflow ui` and its workers: the whole session
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):  # a worker that ignored SIGTERM
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
     want = experiment_url(f"http://127.0.0.1:{unused_port}", experiment_id(uri, "printed"))
     assert f"the sweep's runs: {want}" in lines, lines
