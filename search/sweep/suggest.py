@@ -101,6 +101,8 @@ class ArmBalance:
             return trial, suggest_member(trial, space)
         if not self._started:
             self._resume(study)
+        if self.follow is not None and self._dropped(study, max(self.arms)):
+            self.follow = None  # its partner will never train (over a target device's budget): no pair to finish
         if self._stale:  # enqueued by a driver that died before asking it: asked now, as it was
             self._stale -= 1
         else:
@@ -130,6 +132,12 @@ class ArmBalance:
         last = max(self.arms, default=None)
         if last is not None and self.arms[last] == "independent":
             self.follow = {k: v for k, v in trials[last].params.items() if k in ARCH_PARAMS}
+
+    @staticmethod
+    def _dropped(study: optuna.Study, number: int) -> bool:
+        """Told before the driver stored its config (the driver's mark of a member it trains)."""
+        t = study.get_trials(deepcopy=False)[number]
+        return t.state != optuna.trial.TrialState.RUNNING and "config" not in t.user_attrs
 
     def _learn(self, study: optuna.Study) -> None:
         self.arms.update({t.number: t.params["arm"] for t in study.get_trials(deepcopy=False) if "arm" in t.params})

@@ -36,10 +36,12 @@ def new_study(space) -> optuna.Study:
 
 
 def ask_many(arms: ArmBalance, study, space, n: int, seed: int = 0) -> list:
-    """n asks, each told a made-up result at once, so that TPE leaves its random start-up phase."""
+    """n asks as the driver makes them (the config stored on the trial), each told a made-up result at
+    once, so that TPE leaves its random start-up phase."""
     rng, out = random.Random(seed), []
     for _ in range(n):
         trial, cfg = arms.ask(study, space)
+        trial.set_user_attr("config", cfg.to_dict())
         out.append((trial, cfg))
         study.tell(trial, [rng.random(), params_of(cfg.arch)])
     return out
@@ -152,3 +154,15 @@ def test_bad_schedules_are_one_line_errors(section, msg):
     with pytest.raises(UserError, match=re.escape(msg)) as e:
         parse_space({**SPACE, "terms": section}, "space.yaml")
     assert str(e.value).startswith("space.yaml: ") and "\n" not in str(e.value)
+
+
+def test_a_partner_dropped_before_training_opens_no_pair():
+    """An independent ask told at once, untrained (a target device's budget refused it): the next ask leads
+    a new pair instead of copying an architecture nobody trains."""
+    space = parse_space(SPACE)
+    study = new_study(space)
+    arms = ArmBalance.for_space(space)
+    trial, _ = arms.ask(study, space)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)  # no config stored: never handed out
+    (t1, _), (t2, c2) = ask_many(arms, study, space, 2)
+    assert t1.params["arm"] == "independent" and t2.params["arm"] == "mentored"
