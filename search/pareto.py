@@ -43,7 +43,8 @@ _INT_COLS = {"params", "bytes_fp32", "bytes_int8", "macs", "seed", "epochs_run",
 
 def _searched(df: pd.DataFrame) -> pd.DataFrame:
     """Every row but re-evaluation runs (they repeat a run of the search with another seed)."""
-    return df[df["reeval_of"].isna()] if "reeval_of" in df.columns else df
+    keep = df["reeval_of"].isna() if "reeval_of" in df.columns else pd.Series(True, index=df.index)
+    return df[keep & (df["work"] != "reeval")] if "work" in df.columns else df[keep]
 
 
 def _finished(df: pd.DataFrame) -> pd.DataFrame:
@@ -161,7 +162,7 @@ def mentorship_pairs(df: pd.DataFrame, *, cost: str = "params", select: str = "v
     """The two arms' fronts side by side: one row per size that is a point of either arm's front
     (`select` vs `cost`), with the best mentored and the best independent mentee at ≤ that size,
     picked by `select` as a user would pick them. Columns: cost, front (mentored, independent or
-    both: whose front the size is on), mentored_run_id, independent_run_id (None where that arm
+    both: whose front the size is on), mentored_run_id, independent_run_id (missing where that arm
     has nothing that small). Its run ids are what re-evaluation retrains."""
     d = _finished(df).dropna(subset=[select, cost])
     arm = _arm(d)
