@@ -166,7 +166,7 @@ class SearchSpace(_Model):
     mentee: MenteeSpec = MenteeSpec()
     # the loss terms a mentee may get, by registered name (`search.train.losses.TERMS`), each
     # with its own section; the label term `ce` is always there
-    terms: dict[str, Any] = {"ce": {}, "hint": {}}
+    terms: dict[str, Any] = Field(default={"ce": {}, "hint": {}}, validate_default=True)
     train: TrainSpec = TrainSpec()
     objectives: list[Literal[COST_AXES]] = ["params"]  # type: ignore[valid-type]
     budget: Budget = Budget()

@@ -69,3 +69,9 @@ def test_cli_bad_space_exits_2_and_writes_nothing(tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().count("\n") == 0 and "did you mean 'width'" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no mlflow.db, no runs, no Ray
+
+
+def test_default_terms_are_validated_sections():
+    """A space without `terms:` gets the default sections as term models, not raw dicts."""
+    s = parse_space({}, "x.yaml")
+    assert set(s.terms) == {"ce", "hint"} and all(hasattr(sec, "model_dump") for sec in s.terms.values())
