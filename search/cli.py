@@ -44,9 +44,9 @@ def _friendly(fn):
         except TrainingDiverged as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from None
-        except SweepInterrupted as e:
+        except SweepInterrupted as e:  # Ctrl-C (130), the tracking store gone (75): `--resume` continues
             typer.echo(f"interrupted: {e}", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(getattr(e, "exit_code", 130)) from None
     return wrapper
 
 
@@ -282,7 +282,14 @@ def pareto(
 ):
     """Print the non-dominated front (val accuracy vs cost) with the mentorship gain at each point."""
     from search.config import COST_AXES
-    from search.pareto import format_front, mentorship_summary, pareto_front, print_front, with_mentorship_gain
+    from search.pareto import (
+        arm_balance,
+        format_front,
+        mentorship_front,
+        pareto_front,
+        print_front,
+        with_mentorship_gain,
+    )
 
     if by not in COST_AXES:
         raise UserError(f"--by: '{by}' is not a cost; expected one of {', '.join(COST_AXES)}")
@@ -295,14 +302,22 @@ def pareto(
     if profile is not None:
         front[f"fits {profile.name}"] = [profile.fits(r) for _, r in front.iterrows()]
         cols.append(f"fits {profile.name}")
-    gains = mentorship_summary(df, acc="test_acc", select="val_acc")
+    # the two arms' fronts at every size: best mentored vs best independent at ≤ that size, on test accuracy;
+    # mean ± std over the re-evaluation seeds where the sweep re-evaluated, the gain paired by seed
+    gains = mentorship_front(df, cost=by, acc="test_acc", select="val_acc")
+    gain_cols = [by, "front", "mentored_widths", "mentored_mapping", "mentored_acc", "mentored_std",
+                 "independent_widths", f"independent_{by}", "independent_acc", "independent_std", "n_pairs", "gain",
+                 "gain_ci_low", "gain_ci_high"]
     if fmt == "table":
         print_front(front, f"Pareto front: val accuracy vs {by} ({len(front)} of {len(df)} mentees)", cols)
         if gains_too and len(gains):
-            print_front(gains.drop(columns=["arch_key"]), "Mentorship at each size: the mentored run validation "
-                        "picks vs the independent twin (test accuracy)")
+            n = arm_balance(df, cost=by)[["mentored", "independent"]].sum()
+            print_front(gains, f"Mentorship at each size of either arm's front ({n['mentored']} mentored, "
+                        f"{n['independent']} independent searched): the best of each arm at ≤ that size by val "
+                        "accuracy, test accuracy (mean ± std over re-evaluation seeds; gain paired by seed, 95% CI)",
+                        gain_cols)
     elif gains_too and fmt == "markdown":  # csv and json stay one table, for scripts
-        typer.echo(format_front(front, fmt, cols) + "\n\n" + format_front(gains.drop(columns=["arch_key"]), fmt))
+        typer.echo(format_front(front, fmt, cols) + "\n\n" + format_front(gains, fmt, gain_cols))
     else:
         typer.echo(format_front(front, fmt, cols))
 
@@ -551,15 +566,19 @@ def quickstart(
     sp = sp.model_copy(update={"budget": sp.budget.model_copy(update={"mentees": mentees})})
     con = _console()
     con.print(f"[bold]1/3[/] mentor: {sp.mentor.path} ({'loading' if Path(sp.mentor.path).exists() else 'training'})")
-    con.print(f"[bold]2/3[/] sweep of {mentees} mentees (Ray Tune + Optuna, recorded in MLflow)")
+    con.print(f"[bold]2/3[/] sweep of {mentees} mentees, half of them independent (Ray Tune + Optuna, recorded in "
+              f"MLflow); then its fronts again with {sp.budget.reevaluate_seeds} new seeds")
     summary = run_sweep(sp, where=str(space_file))
     typer.echo(f"sweep done in {summary.seconds:.0f} s: {summary.finished} finished, {summary.pruned} pruned")
     con.print("[bold]3/3[/] the front and a pick")
-    pareto(experiment=sp.name, tracking_uri=None, by="params", fmt="table")
+    # every option passed: called as functions, the commands would otherwise get typer's OptionInfo defaults
+    pareto(experiment=sp.name, tracking_uri=None, by="params", fmt="table", gains_too=True, device=None,
+           devices=None)
     from search.tracking import load_runs, resolve_uri
     df = load_runs(resolve_uri(None), sp.name)
-    median = int(df[df.status == "finished"]["params"].median())
-    pick(max_params=str(median), max_bytes=None, max_macs=None, experiment=sp.name, tracking_uri=None)
+    median = int(df[(df.status == "finished") & df.reeval_of.isna()]["params"].median())
+    pick(max_params=str(median), max_bytes=None, max_macs=None, device=None, devices=None, experiment=sp.name,
+         tracking_uri=None, register=False)
     typer.echo(f"browse every run: `mentee ui` in {Path.cwd()}, then open http://127.0.0.1:5000 "
                f"→ experiment '{sp.name}' → the sweep's parent run lists one child run per mentee")
 

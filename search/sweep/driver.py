@@ -5,15 +5,19 @@
     driver.record(spec, report_dict, ckpt_dir)   # a trial finished: queue its members' writes
     driver.lost(spec, error)                     # a trial died for good: its members go back in the queue
 
-Every architecture Optuna proposes is also trained *independently* (its "twin": every
-mentor term dropped, same optimiser and seed), so every report can show what mentorship
-bought at that size. Twins are MLflow runs, not Optuna trials.
+Asks come in two arms with the same search effort (`suggest.ArmBalance`): an independent ask
+(every mentor term dropped, its own optimiser settings), then a mentored ask of the same
+architecture, so "the best independent mentee at ≤ this size" is an honest baseline. A
+mentored architecture that still lacks an independent member (a sweep resumed mid-pair, a
+space written before the arms) gets its "twin": same optimiser and seed, every mentor term
+dropped; twins are MLflow runs, not Optuna trials.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +28,9 @@ import torch
 
 from search.config import CohortReport, CohortSpec, MemberConfig, MemberResult, Status, WorkItem, WorkKind
 from search.spaces import SearchSpace
-from search.sweep.suggest import suggest_member
+from search.sweep.suggest import ArmBalance
 from search.sweep.target import ask_fitting
-from search.tracking import SweepTracker
+from search.tracking import OUTAGE_SECONDS, ResultJournal, SweepTracker, TrackingUnavailable
 
 __all__ = ["Driver", "SweepSummary"]
 
@@ -83,23 +87,23 @@ class Driver:
     lock: threading.Lock = field(default_factory=threading.Lock)  # the study: asks here, tells on the writer
     requeues: Counter = field(default_factory=Counter)  # member id → times queued again
     in_flight: int = 0  # cohorts handed to Ray Tune and not yet recorded or lost
+    item_tags: dict[str, dict[str, str]] = field(default_factory=dict)  # member id → extra MLflow tags
+    arms: ArmBalance = None  # type: ignore[assignment]  # independent and mentored asks, paired (suggest.py)
     writer: _Writer = None  # type: ignore[assignment]
+    journal: ResultJournal | None = None  # results kept on disk until MLflow has them (outages, kills)
 
     def __post_init__(self) -> None:
-        self.writer = _Writer(self.write)
+        self.arms = ArmBalance.for_space(self.space)
+        self.writer = _Writer(self.write, self.journal)
 
     def _ask(self) -> None:
         with self.lock:
             # with a `target:` device, configs over its size budget are told to Optuna and asked again (never trained)
-            trial, cfg = ask_fitting(self.study, self.space, self.tags, self._ask_one)
+            trial, cfg = ask_fitting(self.study, self.space, self.tags, lambda: self.arms.ask(self.study, self.space))
             trial.set_user_attr("config", cfg.to_dict())
         self.planned += 1
         self.pending.append(WorkItem(str(trial.number), WorkKind.SEARCHED, cfg, trial.number))
         self.add_twin(cfg)
-
-    def _ask_one(self) -> tuple[optuna.Trial, MemberConfig]:
-        trial = self.study.ask()
-        return trial, suggest_member(trial, self.space)
 
     def add_twin(self, cfg: MemberConfig) -> None:
         """Queue the independent twin of `cfg`'s architecture unless it has one already."""
@@ -113,10 +117,15 @@ class Driver:
 
     @property
     def done(self) -> bool:
-        """Nothing left to hand out, and nothing out that could still come back."""
+        """Nothing left to hand out, and nothing out that could still come back (or the tracking
+        store is gone: what is out comes back into the journal, and the sweep stops)."""
+        if self.writer.error is not None:
+            return self.in_flight == 0
         return not self.pending and self.in_flight == 0 and self.planned >= self.space.budget.mentees
 
     def next_cohort(self) -> CohortSpec | None:
+        if self.writer.error is not None:  # results could not be written: train nothing more
+            return None
         while len(self.pending) < self.cohort_size and self.planned < self.space.budget.mentees:
             self._ask()
         if not self.pending:
@@ -134,8 +143,7 @@ class Driver:
         self.summary.trials += 1
         self.summary.trial_timings.append(rep.timing)
         self.summary.nodes[rep.node_id] += 1
-        for item, res in zip(spec.items, rep.members):
-            self.writer.put((item, res, rep.node_id))
+        self.writer.put_all([(item, res, rep.node_id) for item, res in zip(spec.items, rep.members)])
 
     def lost(self, spec: CohortSpec, error: str) -> None:
         """A trial died (its process or node lost) after Ray Tune's retries: its members go back
@@ -153,7 +161,11 @@ class Driver:
     def write(self, item: WorkItem, res: MemberResult, node_id: str) -> None:
         """MLflow first, then Optuna: a member told to Optuna is always in MLflow, which is
         what resume relies on. Runs on the writer thread, so training never waits for it."""
-        tags = {**self.tags, "mentee.work": item.kind.value, "mentee.node_id": node_id}
+        tags = {**self.tags, **self.item_tags.get(item.member_id, {}), "mentee.work": item.kind.value,
+                "mentee.node_id": node_id}
+        if item.optuna_number is not None and self.arms.on:
+            with self.lock:
+                tags["mentee.arm"] = self.arms.arm(self.study, item.optuna_number) or ""
         self.tracker.log_member(self.parent_run_id, res, tags=tags, member_id=item.member_id)
         if item.optuna_number is not None:
             self.tell(item.optuna_number, res.status, res.val_acc, res.cost)
@@ -177,29 +189,67 @@ class Driver:
 
 
 class _Writer:
-    """One background thread that does the driver's slow writes in order (MLflow on sqlite
-    costs ~30 ms a run); `close` waits for the queue and re-raises a failed write."""
+    """One background thread that does the driver's slow writes in order (MLflow on sqlite costs
+    ~30 ms a run). With a journal, each result is kept on disk first (`put_all`, on the caller's
+    thread), so a tracking store that stops answering loses nothing: the writer waits for it with
+    backoff while training goes on, up to OUTAGE_SECONDS; then it gives up (`error` is set, the
+    driver hands out no more cohorts) and `close` raises TrackingUnavailable naming the journal.
+    Any other failed write is re-raised by `close` as it is."""
 
-    def __init__(self, fn):
-        self.fn, self.q, self.error = fn, queue.Queue(), None
+    def __init__(self, fn, journal: ResultJournal | None = None):
+        self.fn, self.journal, self.q, self.error = fn, journal, queue.Queue(), None
         self.thread = threading.Thread(target=self._loop, name="mentee-writer", daemon=True)
         self.thread.start()
 
     def put(self, item: tuple) -> None:
-        if self.error is not None:
+        self.put_all([item])
+
+    def put_all(self, items: list[tuple]) -> None:
+        if self.journal is not None:
+            self.journal.add(items)  # on disk before anything else can go wrong; then never raises
+        elif self.error is not None:
             raise self.error
-        self.q.put(item)
+        for item in items:
+            self.q.put(item)
 
     def _loop(self) -> None:
         while (item := self.q.get()) is not None:
             if self.error is None:
                 try:
-                    self.fn(*item)
+                    self.write_now(item)
                 except BaseException as e:  # noqa: BLE001 - handed to the driver thread in close()
                     self.error = e
+
+    def write_now(self, item: tuple) -> None:
+        """Write one result on this thread, waiting out an outage up to the bound (the writer's loop;
+        resume replays the journal through it too); then forget it in the journal."""
+        since, delay = None, 1.0
+        while True:
+            try:
+                self.fn(*item)
+                break
+            except TrackingUnavailable as e:
+                if self.journal is None:
+                    raise
+                if since is None:
+                    since = time.monotonic()
+                    from search.progress import console
+                    console.print(f"{e}; results are kept in {self.journal.dir} until it answers "
+                                  f"(waiting up to {OUTAGE_SECONDS:g} s)", highlight=False)
+                if time.monotonic() - since > OUTAGE_SECONDS:
+                    raise TrackingUnavailable(
+                        f"{e}, and not within {OUTAGE_SECONDS:g} s after: the sweep stopped; {len(self.journal)} "
+                        f"results are kept in {self.journal.dir}. Once MLflow answers, run the same `mentee "
+                        f"sweep` with --resume: it writes them first, then continues") from None
+                time.sleep(delay)
+                delay = min(2 * delay, 15.0)
+        if self.journal is not None:
+            self.journal.done(item[0].member_id)
 
     def close(self) -> None:
         self.q.put(None)
         self.thread.join()
         if self.error is not None:
             raise self.error
+        if self.journal is not None:
+            self.journal.clear()  # everything is in MLflow

@@ -1,13 +1,16 @@
 """Rebuild a driver's queue and counts after an interruption, from the Optuna study and MLflow.
 
     storage = journal_storage(work / "optuna.journal")     # the study's file, safe after a kill
-    resume_state(driver, tracker.existing_member_ids(parent))
+    recorded = tracker.existing_member_ids(parent)         # deletes child runs cut off mid-log
+    resume_state(driver, recorded | replay_journal(driver, recorded))
 
 MLflow is the record: a member is done when its child run ended (FINISHED, KILLED for
 pruned, FAILED). What the interruption may have left half-done is repaired, never trusted:
-a child run still RUNNING (the driver died while logging it) is deleted and its member
-trained again; an Optuna trial asked but never given its config is failed and asked anew;
-a member recorded in MLflow but not told to Optuna is told now.
+a child run still RUNNING (the driver died while logging it) is deleted; a result the
+driver's journal kept (`search.tracking.journal`: trained, not yet in MLflow when MLflow
+stopped answering or the driver died) is written now, never trained again; a member with
+neither is trained again; an Optuna trial asked but never given its config is failed and
+asked anew; a member recorded in MLflow but not told to Optuna is told now.
 
 The study's journal survives a SIGKILL too: its lock is an flock, which the kernel drops when
 the holder dies (Optuna's own lock file would outlive a killed driver and make the next one
@@ -27,7 +30,7 @@ from search.config import MemberConfig, Status, WorkItem, WorkKind
 from search.sweep.driver import Driver
 from search.tracking import load_runs
 
-__all__ = ["journal_storage", "resume_state"]
+__all__ = ["journal_storage", "replay_journal", "resume_state"]
 
 
 def resume_state(driver: Driver, recorded: set[str]) -> None:
@@ -66,6 +69,22 @@ def resume_state(driver: Driver, recorded: set[str]) -> None:
             driver.pending.append(WorkItem(mid, WorkKind.SEARCHED, cfg, t.number))
     for cfg in mentored:  # twins asked for but never recorded are trained now
         driver.add_twin(cfg)
+
+
+def replay_journal(driver: Driver, recorded: set[str]) -> set[str]:
+    """Write to MLflow (then tell Optuna) what the driver's result journal kept and MLflow lacks: members
+    trained before an MLflow outage or a kill, never trained again. `recorded`: member ids with an
+    ended child run. Returns the member ids written now."""
+    written: set[str] = set()
+    if driver.journal is None:
+        return written
+    for item, res, node_id in driver.journal.pending():
+        if item.member_id in recorded:  # written, then the driver died before noting it
+            driver.journal.done(item.member_id)
+            continue
+        driver.writer.write_now((item, res, node_id))  # MLflow then Optuna, waiting out an outage
+        written.add(item.member_id)
+    return written
 
 
 def journal_storage(path: Path) -> optuna.storages.BaseStorage:

@@ -19,9 +19,11 @@ recorded, tells Optuna what was recorded but not told, and trains nothing twice.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -35,9 +37,10 @@ from search.sweep.driver import Driver, SweepSummary
 from search.sweep.mentor import mentor_outputs
 from search.sweep.plan import plan_sweep, trial_payload
 from search.sweep.raytune import cohort_searcher, recorder_callback
-from search.sweep.resume import resume_state
+from search.sweep.reeval import reevaluate
+from search.sweep.resume import journal_storage, replay_journal, resume_state
 from search.sweep.suggest import make_sampler
-from search.tracking import SweepTracker
+from search.tracking import ResultJournal, SweepTracker
 from search.train.trial import cohort_trainable
 
 __all__ = ["run_sweep", "SweepSummary"]
@@ -84,9 +87,11 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     splits = plan.splits
     tags = {"mentee.space_hash": shash, "mentee.dataset": splits.name,
             "mentee.input_shape": json.dumps(list(splits.input_shape)), "mentee.num_classes": str(splits.num_classes)}
-    driver = Driver(space, study, tracker, parent, plan.cohort_size, tags, summary, n_train=len(splits.x_train))
-    if resume:
-        resume_state(driver, tracker.existing_member_ids(parent))
+    driver = Driver(space, study, tracker, parent, plan.cohort_size, tags, summary, n_train=len(splits.x_train),
+                    journal=ResultJournal(work / "journal" / parent))  # results on disk until MLflow has them
+    if resume:  # what the journal kept (an MLflow outage, a kill mid-write) is written first, never retrained
+        recorded = tracker.existing_member_ids(parent)
+        resume_state(driver, recorded | replay_journal(driver, recorded))
     if configs is not None:
         driver.pending.extend(WorkItem(f"fixed-{i}", WorkKind.FIXED, c) for i, c in enumerate(configs))
         driver.planned = summary.planned = len(configs)
@@ -111,6 +116,16 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     # Ctrl-C makes Ray Tune stop and return normally: a sweep with members left unrecorded
     # stays KILLED, so that `--resume` finds it
     complete = summary.recorded >= driver.planned >= driver.space.budget.mentees
+    if complete and configs is None and space.budget.reevaluate_seeds:
+        # re-evaluation: the fronts' points and their budget-matched rivals again, with fresh seeds, in
+        # fused cohorts through the same machinery (search/sweep/reeval.py); never halved
+        t_re = time.perf_counter()
+        complete = reevaluate(driver, space.budget.reevaluate_seeds, show_progress=show_progress,
+                              tuner_for=lambda d: _tuner(plan, dataclasses.replace(payload, rungs=()), d,
+                                                         storage or str(work / "ray"),
+                                                         f"{experiment}-{parent[:8]}-reeval-{int(time.time())}"))
+        summary.phases["reeval"] = time.perf_counter() - t_re
+        summary.seconds = time.perf_counter() - t0
     tracker.finish_sweep(parent, "FINISHED" if complete else "KILLED",
                          metrics={"wall_seconds": summary.seconds, "finished": summary.finished,
                                   "pruned": summary.pruned, "failed": summary.failed,
@@ -140,13 +155,26 @@ def connect_ray(address: str | None) -> dict[str, float]:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.getLogger(_RAY_TOKEN_LOGGER).addFilter(_quiet_token_notice)  # auth stays on; only the notice goes
     address = address or os.environ.get("RAY_ADDRESS")
+    # trial errors still reach the driver (Ray re-raises them); worker chatter does not; a local
+    # Ray's dashboard stays off, and binds 127.0.0.1 if a user turns it on
+    kw = dict(ignore_reinit_error=True, include_dashboard=False, dashboard_host="127.0.0.1",
+              logging_level=logging.WARNING, log_to_driver=False)
+    if address is None:
+        # Ray joins the cluster of this machine's last `ray start` (the address file it wrote under
+        # $RAY_TMPDIR or /tmp/ray): ~1 s instead of ~12 s a sweep. If that cluster has stopped, the
+        # file outlives it and ray.init would wait minutes for it: probe it first, else start one here.
+        from ray._private.utils import read_ray_address
+
+        last = read_ray_address()
+        host, _, port = (last or "").rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+        except (OSError, ValueError):
+            address = "local"
     try:
-        # trial errors still reach the driver (Ray re-raises them); worker chatter does not; a local
-        # Ray's dashboard stays off, and binds 127.0.0.1 if a user turns it on
-        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, dashboard_host="127.0.0.1",
-                 logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=address, **kw)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        if address is None:
+        if address == "local":
             raise
         raise UserError(f"--address {address}: no Ray cluster answers there ({str(e).splitlines()[0][:160]})") from None
     logging.getLogger("ray.tune").setLevel(logging.ERROR)  # results live in MLflow, not result.json
@@ -173,12 +201,10 @@ def _tuner(plan, payload, driver: Driver, storage: str, name: str):
 
 def _optuna_storage(work: Path) -> optuna.storages.BaseStorage:
     """Optuna's journal file: every ask and tell appended and flushed (resume reads it back),
-    ~1 ms an operation where sqlite takes 10–40 ms. `optuna-dashboard <file>` shows it live."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
+    ~1 ms an operation where sqlite takes 10–40 ms. `optuna-dashboard <file>` shows it live.
+    Its lock and its last line survive a killed driver (`resume.journal_storage`)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return JournalStorage(JournalFileBackend(str(work / "optuna.journal")))
+    return journal_storage(work / "optuna.journal")
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:

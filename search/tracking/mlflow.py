@@ -50,6 +50,7 @@ from mlflow.utils.validation import (
 
 from search.config import COST_AXES, MemberConfig, MemberResult, Status
 from search.errors import UserError
+from search.tracking.retry import first_touch, retrying
 from search.train.losses import TERMS, describe_terms
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in CLI output
@@ -83,6 +84,8 @@ RUN_COLUMNS: dict[str, str] = {
     "experiment_id": "object",
     "member_id": "object",
     "work": "object",
+    "arm": "object",  # mentored | independent: which arm of the search (search/sweep/suggest.py)
+    "reeval_of": "object",  # a re-evaluation run: the run it retrains with another seed
     "node_id": "object",
     "status": "object",
     "arch_key": "object",
@@ -205,7 +208,11 @@ class SweepTracker:
 
     def __init__(self, uri: str | None, experiment: str) -> None:
         self.uri = resolve_uri(uri)
-        self.client = MlflowClient(self.uri)
+        with first_touch(self.uri):  # a new sqlite file's tables: created by one process at a time
+            self._raw = MlflowClient(self.uri)
+        # every write waits out sqlite's "database is locked" (another sweep on the file) and a server
+        # that does not answer for a while (search/tracking/retry.py)
+        self.client = retrying(self._raw, self.uri)
         self.experiment = experiment
         # The first touch of a sqlite file runs its schema migrations; doing it here, once,
         # keeps that away from anything concurrent.
@@ -346,8 +353,12 @@ class SweepTracker:
             if artifact_dir is not None:
                 self.client.log_artifacts(run_id, str(artifact_dir))
         except BaseException:
-            # A half-logged run must not look alive (or finished) to resume or the front.
-            self.client.set_terminated(run_id, "FAILED")
+            # A half-logged run must never look recorded: deleted (if the store is gone too, it stays
+            # RUNNING, and finish_sweep or a resume deletes it); the driver's journal still has the result.
+            try:
+                self._raw.delete_run(run_id)
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                pass
             raise
         self.client.set_terminated(run_id, _RUN_STATUS.get(result.status, "FAILED"))
         return run_id
@@ -356,6 +367,7 @@ class SweepTracker:
         self, parent_run_id: str, status: str = "FINISHED", metrics: Mapping[str, float] | None = None
     ) -> None:
         now = int(time.time() * 1000)
+        self.existing_member_ids(parent_run_id)  # deletes children a failed write left RUNNING
         self._log(parent_run_id, [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()])
         self.client.set_terminated(parent_run_id, RunStatus.to_string(RunStatus.from_string(status)))
 
@@ -387,6 +399,15 @@ class SweepTracker:
         return next((r.info.run_id for r in runs if r.info.status in ("RUNNING", "FAILED", "KILLED")), None)
 
 
+def _reeval_of(tags: Mapping[str, str]) -> str | None:
+    """The run a re-evaluation run retrains: its tag, else its member id (`reeval-<run id>-s<seed>`) says
+    it; a result replayed from the driver's journal is written without the extra tags."""
+    if tags.get("mentee.work") != "reeval":
+        return None
+    parts = tags.get("mentee.member_id", "").split("-")
+    return tags.get("mentee.reeval_of") or (parts[1] if len(parts) == 3 else None)
+
+
 def _row(run: Any) -> dict[str, Any]:
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     nan = float("nan")
@@ -396,6 +417,9 @@ def _row(run: Any) -> dict[str, Any]:
         "experiment_id": run.info.experiment_id,
         "member_id": tags.get("mentee.member_id"),
         "work": tags.get("mentee.work"),
+        # runs logged before the arms: a config without mentor terms was the independent side
+        "arm": tags.get("mentee.arm") or ("independent" if params.get("independent") == "True" else "mentored"),
+        "reeval_of": _reeval_of(tags),
         "node_id": tags.get("mentee.node_id"),
         "status": tags.get("mentee.status"),
         "arch_key": tags.get("mentee.arch_key"),

@@ -111,9 +111,9 @@ def retrying(client: Any, uri: str) -> Any:
 
 @contextmanager
 def first_touch(uri: str) -> Iterator[None]:
-    """Hold an flock beside a sqlite store while it is opened: MLflow creates and migrates its tables
-    on first open, and two processes doing that at once leave the file unreadable for good
-    (mlflow #4123). Other stores need nothing."""
+    """Hold an flock beside a sqlite store while it is opened, and create a new one aside. MLflow
+    creates and migrates its tables on first open, some 40 steps: two processes doing that at once,
+    or one killed half-way, leave the file unreadable for good (mlflow #4123). Other stores need nothing."""
     if not uri.startswith("sqlite:///") or ":memory:" in uri:
         yield
         return
@@ -123,4 +123,17 @@ def first_touch(uri: str) -> Iterator[None]:
         return
     with open(db.parent / f"{db.name}.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if not db.exists() or db.stat().st_size == 0:
+            _create_store(db)
         yield
+
+
+def _create_store(db: Path) -> None:
+    """A new store's tables, made in `<db>.new` and renamed into place: whole or absent."""
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    new = db.with_name(db.name + ".new")
+    new.unlink(missing_ok=True)  # what a creator killed half-way left
+    SqlAlchemyStore(f"sqlite:///{new}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH).engine.dispose()
+    os.replace(new, db)

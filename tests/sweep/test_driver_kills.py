@@ -111,7 +111,7 @@ def ray_head():
             time.sleep(0.3)
         yield {"env": env, "sid": proc.pid, "tmp": tmp}
     finally:
-        _kill_session(proc.pid, grace=15)
+        _kill_session(proc.pid, grace=5)
         proc.wait()
         log.close()
 

@@ -192,6 +192,7 @@ def test_an_mlflow_outage_loses_nothing(ray_head, mentor_file, server, tmp_path)
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, f"exit {second.returncode}\n{err[-3000:]}"
     assert "Traceback" not in out + err, err[-3000:]
+    assert "until it answers" in err, err[-3000:]  # the resumed driver did meet the second outage
 
     runs = server.children()
     active = [r for r in runs if r[1] == "active"]
@@ -226,3 +227,96 @@ def test_two_sweeps_at_once_on_one_sqlite_file(ray_head, mentor_file, tmp_path):
         runs = load_runs(f"sqlite:///{db}", name)
         assert len(runs) >= 6 and runs.member_id.is_unique and (runs.status == "finished").all()
         assert runs.parent_run_id.nunique() == 1
+
+
+# ------------------------------------------------------------ the pieces, fast
+
+STORE_WRITER = """
+import sys, time
+from pathlib import Path
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.01)
+from search.config import ArchConfig, MemberConfig, MemberResult, Status
+from search.tracking import SweepTracker
+tracker = SweepTracker(sys.argv[1], sys.argv[3])
+parent = tracker.start_sweep(sys.argv[3], {"budget": 5}, {})
+cfg = MemberConfig(ArchConfig("conv1d", (4,), 5, False))
+for i in range(5):
+    tracker.log_member(parent, MemberResult(cfg, Status.FINISHED, 0.5, 0.5, 1), tags={}, member_id=str(i))
+tracker.finish_sweep(parent)
+"""
+
+
+def test_a_new_sqlite_store_opened_by_three_processes_at_once(tmp_path):
+    """MLflow creates a sqlite store's tables on first open; three processes doing it at once used to
+    leave the file unreadable for good (alembic: "table ... already exists", mlflow #4123)."""
+    from search.tracking import load_runs
+
+    uri, go = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    procs = [subprocess.Popen([sys.executable, "-c", STORE_WRITER, uri, str(go), f"e{i}"], env=env,
+                              stderr=subprocess.PIPE, text=True) for i in range(3)]
+    time.sleep(3)  # all three imported and waiting
+    go.touch()
+    for p in procs:
+        assert p.wait(120) == 0, p.stderr.read()[-3000:]
+    for i in range(3):
+        assert sorted(load_runs(uri, f"e{i}").member_id) == ["0", "1", "2", "3", "4"]
+
+
+def test_retry_waits_out_transient_errors_only(monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from search.tracking import TrackingUnavailable
+    from search.tracking.retry import call, transient
+
+    locked = MlflowException("(sqlite3.OperationalError) database is locked", error_code="TEMPORARILY_UNAVAILABLE")
+    refused = MlflowException("API request to http://127.0.0.1:1/api/2.0/mlflow/runs/create failed with exception "
+                              "HTTPConnectionPool(host='127.0.0.1', port=1): Max retries exceeded")
+    missing = MlflowException("Run 'x' not found", error_code="RESOURCE_DOES_NOT_EXIST")
+    assert transient(locked) and transient(refused) and not transient(missing) and not transient(ValueError("x"))
+
+    calls = []
+
+    def flaky(n):
+        calls.append(n)
+        if len(calls) < 3:
+            raise locked
+        return n
+
+    assert call(flaky, 7, what="flaky", uri="sqlite:///x.db", seconds=10) == 7 and len(calls) == 3
+    with pytest.raises(MlflowException, match="not found"):  # at once, not after the bound
+        call(lambda: (_ for _ in ()).throw(missing), what="get", uri="u", seconds=60)
+    t = time.monotonic()
+    with pytest.raises(TrackingUnavailable, match=r"MLflow at http://h:1 did not answer for 1 s \(create_run: API"):
+        call(lambda: (_ for _ in ()).throw(refused), what="create_run", uri="http://h:1", seconds=1)
+    assert time.monotonic() - t < 3
+
+
+def test_result_journal_survives_a_reopen_and_a_torn_line(tmp_path):
+    import torch
+
+    from search.config import ArchConfig, MemberConfig, MemberResult, Status, WorkItem, WorkKind
+    from search.tracking import ResultJournal
+
+    cfg = MemberConfig(ArchConfig("conv1d", (4,), 5, False))
+    items = [(WorkItem(str(i), WorkKind.SEARCHED, cfg, i),
+              MemberResult(cfg, Status.FINISHED, 0.1 * i, 0.2, 2, {"val_acc": [0.1, 0.2]}, {"params": 9.0}, 1.5,
+                           {"w": torch.full((2,), float(i))}), "node") for i in range(3)]
+    j = ResultJournal(tmp_path / "j")
+    j.add(items)
+    j.done("1")
+    with open(j.path, "ab") as f:
+        f.write(b'{"op": "done", "memb')  # a kill mid-append
+    again = ResultJournal(tmp_path / "j")
+    pending = again.pending()
+    assert [it.member_id for it, _, _ in pending] == ["0", "2"]
+    item, res, node = pending[1]
+    assert item == items[2][0] and node == "node" and res.val_acc == pytest.approx(0.2)
+    assert res.curves == {"val_acc": [0.1, 0.2]} and torch.equal(res.state_dict["w"], torch.full((2,), 2.0))
+    again.done("0")
+    again.done("2")
+    assert len(ResultJournal(tmp_path / "j")) == 0  # the torn line was cut, not glued to the next one
+    again.clear()
+    assert not (tmp_path / "j").exists()
