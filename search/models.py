@@ -355,13 +355,15 @@ class Projection(nn.Module):
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         if self.pool_src:
             f = f.flatten(2).mean(2)
+        size = tuple(self.dst[1:])
+        if f.dim() > 2 and tuple(f.shape[2:]) != size and all(a >= b for a, b in zip(f.shape[2:], size)):
+            # pool before the 1×1 map: both are linear and pooling weights sum to 1 (the bias passes
+            # through), so they commute, and the map then runs at the mentor's smaller size. A mentee
+            # tap of 40 positions mapped to 128 mentor channels was most of a tiny mentee's step.
+            f = F.adaptive_avg_pool1d(f, size) if f.dim() == 3 else F.adaptive_avg_pool2d(f, size)
         f = self.map(f)
-        if f.dim() > 2 and tuple(f.shape[2:]) != self.dst[1:]:
-            size = self.dst[1:]
-            if all(a >= b for a, b in zip(f.shape[2:], size)):
-                f = F.adaptive_avg_pool1d(f, size) if f.dim() == 3 else F.adaptive_avg_pool2d(f, size)
-            else:
-                f = F.interpolate(f, size=size, mode="linear" if f.dim() == 3 else "bilinear", align_corners=False)
+        if f.dim() > 2 and tuple(f.shape[2:]) != size:  # mentee smaller: map first, then interpolate
+            f = F.interpolate(f, size=size, mode="linear" if f.dim() == 3 else "bilinear", align_corners=False)
         return f
 
     def target(self, t: torch.Tensor) -> torch.Tensor:

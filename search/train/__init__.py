@@ -2,8 +2,9 @@
 
     losses   the loss terms of the mentee loss (a registry)
     cache    the mentor's logits and tapped features, computed once
-    group    a fused group: K members of one structure stacked and vmapped
-    optim    the learning-rate schedule
+    layout   how members of mixed depth, width and kernel pad into one template; 1-3 groups a cohort
+    group    a fused group: its members' step (vmapped, CUDA graph), evaluation, results
+    optim    AdamW over a group's flat parameters; lr and loss-weight schedules
     device   device, autocast, a CUDA stream per group
     cohort   train_cohort: groups, epochs, successive halving, results
     mentor   train or load a mentor

@@ -181,3 +181,62 @@ def test_conv2d_padded_members_equal_alone():
     for c, r in zip(cfgs, fused):
         alone, = train_cohort([c], s)
         assert_same_weights(alone.state_dict, r.state_dict)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_epochs_need_no_host_sync(mnist1d_small, mentor):
+    """On CUDA a mixed cohort replays captured steps and evaluations: the same numbers as eager
+    (bf16, so close, not equal), and once captured an epoch never waits for the device."""
+    from search.train.device import on_stream
+
+    splits, dev = mnist1d_small.to("cuda"), torch.device("cuda")
+    cache, shapes = mentor[0].to("cuda"), mentor[1]
+    cfgs = [cfg((4 * (1 + i % 3),) * (1 + i % 3), 3 + 2 * (i % 2), seed=i, epochs=5,
+                hint=f"layer{1 + i % 3}" if i % 2 else None, hint_schedule=SCHEDULES[i % 5]) for i in range(12)]
+    eager = train_cohort(cfgs, splits, cache=cache, mentor_shapes=shapes, use_graph=False)
+    graph = train_cohort(cfgs, splits, cache=cache, mentor_shapes=shapes)
+    again = train_cohort(cfgs, splits, cache=cache, mentor_shapes=shapes)  # slots on side streams: no races
+    for a, b, c in zip(eager, graph, again):
+        assert a.status == b.status == "finished"
+        for k in a.state_dict:
+            assert torch.allclose(a.state_dict[k], b.state_dict[k], rtol=1e-2, atol=1e-3), k
+            assert torch.allclose(c.state_dict[k], b.state_dict[k], rtol=1e-5, atol=1e-6), k
+    groups = [FusedGroup(ix, [cfgs[i] for i in ix], splits, shapes, dev)
+              for ix in plan_groups(cfgs, splits.input_shape, splits.num_classes)]
+    for e in range(3):  # two eager epochs, then capture (which synchronises)
+        for g in groups:
+            with on_stream(g, dev):
+                g.train_epoch(splits, cache, e)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for e in range(3, 5):
+            for g in groups:
+                with on_stream(g, dev):
+                    g.train_epoch(splits, cache, e)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+    assert all(torch.isfinite(g.val_hist).all() and g.test_acc is not None for g in groups)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fused_adamw_kernel_equals_torch_ops():
+    from search.train import optim
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    K, P = 5, 3001
+    p, grad, m, v = (torch.randn(K, P, device="cuda", generator=g) for _ in range(4))
+    v, grad[:, :7] = v.abs(), 0.0
+    lr, wd = torch.rand(K, 1, device="cuda", generator=g) * 1e-2, torch.rand(K, 1, device="cuda", generator=g)
+    decay, t = (torch.rand(1, P, device="cuda", generator=g) > 0.5).float(), torch.tensor(3, device="cuda")
+    ref = [x.clone() for x in (p, m, v)]
+    kernel, optim._triton_adamw = optim._triton_adamw, None
+    try:
+        optim.adamw_flat_(*ref[:1], grad, *ref[1:], t, lr, wd, decay)
+    finally:
+        optim._triton_adamw = kernel
+    optim.adamw_flat_(p, grad, m, v, t, lr, wd, decay)
+    for a, b in zip((p, m, v), ref):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
