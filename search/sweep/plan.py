@@ -29,8 +29,10 @@ from search.train.trial import splits_to_arrays
 __all__ = ["SweepPlan", "plan_sweep", "trial_payload"]
 
 # A cohort's upper bound: a sweep then has several cohorts, so Optuna learns between waves
-# and the MLflow writes of one cohort overlap the next one's training.
-MAX_COHORT = 64
+# and the MLflow writes of one cohort overlap the next one's training. Depth, width and kernel
+# pad into 1-3 fused groups (search/train/layout.py), so 256 mixed members still train as a few
+# fused steps (~4 M mentee-samples/s on an H100: bench/sweep_throughput.py --only steps).
+MAX_COHORT = 256
 
 
 @dataclass
