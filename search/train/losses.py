@@ -31,14 +31,11 @@ from torch.nn import functional as F
 from search.config import LABEL_TERM, TermConfig
 from search.models import Projection
 from search.spaces import NonNegativeNum, PositiveNum, Range
+from search.train.optim import SCHEDULES  # the loss-weight schedules the fused step computes (params["schedule"])
 
 __all__ = ["TERMS", "METRICS", "SCHEDULES", "LossTerm", "register_term", "register_metric", "describe_terms",
            "two_stage", "Pick"]
 
-try:  # the loss-weight schedules the fused step computes (TermConfig.params["schedule"])
-    from search.train.optim import SCHEDULES
-except ImportError:  # an older optim.py: the names it will export
-    SCHEDULES = ("constant", "warmup", "decay", "early", "late")
 
 # A searched value in a space section: fixed, a list of choices, or a {low, high, log} range.
 # `Pick(name, spec)` returns the value Optuna chose for it (the driver supplies it).
