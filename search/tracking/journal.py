@@ -3,15 +3,16 @@
     journal = ResultJournal(work / "journal" / parent_run_id)
     journal.add([(item, result, node_id), ...])     # a cohort's results: one fsynced append
     ...MLflow write...
-    journal.done(item.member_id)                    # written: its weights file is dropped
+    journal.done(item.member_id)                    # written (a weights file goes with its last member)
     for item, result, node_id in journal.pending(): # after a crash or an outage: what MLflow lacks
         ...
 
 The driver writes every result here first, so neither an MLflow server that stops answering
 nor a killed driver loses a trained mentee: `mentee sweep --resume` writes what is pending
 before it trains anything. One JSON line per event (`result`, `done`) in `results.jsonl`,
-the weights beside it as `<n>.pt`; a line cut off by a kill is dropped. When everything is
-written the directory is removed (`clear`).
+each `add`'s weights beside it in one file, `<n>.pt` (one save and one fsync a cohort, whatever
+its size); a line cut off by a kill is dropped. When everything is written the directory is
+removed (`clear`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class ResultJournal:
         for entry in self._read():
             if entry["op"] == "result":
                 self._pending[entry["member_id"]] = entry
-                self._files += 1
+                if entry["weights"]:
+                    self._files = max(self._files, int(entry["weights"].split(".")[0]))
             else:
                 self._pending.pop(entry["member_id"], None)
 
@@ -52,19 +54,18 @@ class ResultJournal:
 
     def add(self, results: Iterable[tuple[WorkItem, MemberResult, str]]) -> None:
         """Keep these results (weights included) durably, before anything is sent to MLflow."""
-        lines = []
+        results = list(results)
         with self._lock:
             self.dir.mkdir(parents=True, exist_ok=True)
-            for item, res, node_id in results:
-                weights = None
-                if res.state_dict is not None:
-                    self._files += 1
-                    weights = f"{self._files}.pt"
-                    _save(res.state_dict, self.dir / weights)
-                entry = {"op": "result", "member_id": item.member_id, "item": item.to_dict(),
-                         "result": res.to_dict(), "node_id": node_id, "weights": weights}
-                self._pending[item.member_id] = entry
-                lines.append(entry)
+            self._files += 1
+            weights = f"{self._files}.pt"
+            states = {item.member_id: res.state_dict for item, res, _ in results if res.state_dict is not None}
+            if states:
+                _save(states, self.dir / weights)  # before the lines that point at it
+            lines = [{"op": "result", "member_id": item.member_id, "item": item.to_dict(), "result": res.to_dict(),
+                      "node_id": node_id, "weights": weights if item.member_id in states else None}
+                     for item, res, node_id in results]
+            self._pending.update((e["member_id"], e) for e in lines)
             self._append(lines)
 
     def done(self, member_id: str) -> None:
@@ -74,16 +75,21 @@ class ResultJournal:
             if entry is None:
                 return
             self._append([{"op": "done", "member_id": member_id}])
-            if entry["weights"]:
-                (self.dir / entry["weights"]).unlink(missing_ok=True)
+            if entry["weights"] and not any(e["weights"] == entry["weights"] for e in self._pending.values()):
+                (self.dir / entry["weights"]).unlink(missing_ok=True)  # the last of its cohort written
 
     def pending(self) -> list[tuple[WorkItem, MemberResult, str]]:
         """What MLflow does not have yet, in the order it was kept."""
         with self._lock:
             entries = list(self._pending.values())
+        files: dict[str, dict[str, Any]] = {}
         out = []
         for e in entries:
-            state = torch.load(self.dir / e["weights"], weights_only=True) if e["weights"] else None
+            state = None
+            if e["weights"]:
+                if e["weights"] not in files:
+                    files[e["weights"]] = torch.load(self.dir / e["weights"], weights_only=True)
+                state = files[e["weights"]][e["member_id"]]
             out.append((WorkItem.from_dict(e["item"]), MemberResult.from_dict(e["result"], state), e["node_id"]))
         return out
 
@@ -112,9 +118,10 @@ class ResultJournal:
         return [json.loads(line) for line in whole.splitlines() if line.strip()]
 
 
-def _save(state: dict[str, Any], path: Path) -> None:
+def _save(states: dict[str, dict[str, Any]], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in state.items()}, tmp)
+    torch.save({m: {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in s.items()} for m, s in states.items()},
+               tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     tmp.replace(path)  # a weights file is whole or absent: its line is written after it

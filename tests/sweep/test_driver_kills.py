@@ -14,6 +14,7 @@ After every kill the finished child runs are noted; at the end each must be unch
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -161,6 +162,28 @@ def _parent_status(db: Path) -> str | None:
     return rows[0][0] if rows else None
 
 
+def _journaled(root: Path) -> dict[str, float]:
+    """member id → train_seconds of each result a driver's result journal holds and has not marked written."""
+    out: dict[str, float] = {}
+    for f in root.glob("*/results.jsonl"):
+        for line in f.read_text().splitlines():
+            try:
+                e = json.loads(line)
+            except ValueError:  # the line a kill cut
+                continue
+            if e["op"] == "result":
+                out[e["member_id"]] = e["result"]["train_seconds"]
+            else:
+                out.pop(e["member_id"], None)
+    return out
+
+
+def _train_seconds(db: Path) -> dict[str, float]:
+    return dict(_query(db, "select m.value, l.value from runs r join tags m on m.run_uuid = r.run_uuid and "
+                           "m.key = 'mentee.member_id' join latest_metrics l on l.run_uuid = r.run_uuid and "
+                           "l.key = 'train_seconds' where r.lifecycle_stage = 'active'", driver_alive=False))
+
+
 def _wait_for(cond, timeout: float, proc: subprocess.Popen | None = None) -> bool:
     """Poll `cond` every 20 ms until it holds (True), `timeout` passes or `proc` exits (False)."""
     deadline = time.monotonic() + timeout
@@ -194,7 +217,7 @@ def killed_ten_times(ray_head, mentor_file, tmp_path_factory):
     cmd = [sys.executable, "-m", "search.cli", "sweep", "space.yaml", "--tracking-uri", f"sqlite:///{db}",
            "--workdir", "runs"]
     rng = random.Random(SEED)
-    kills, launches, recorded_at_kill, leftovers = [], 0, {}, []
+    kills, launches, recorded_at_kill, journaled_at_kill, leftovers = [], 0, {}, {}, []
     t0 = time.monotonic()
     while True:
         assert time.monotonic() - t0 < 600, f"the driver did not finish within 10 min; kills: {kills}"
@@ -223,6 +246,8 @@ def killed_ten_times(ray_head, mentor_file, tmp_path_factory):
             for run_id, status, stage, start, member in _runs(db):
                 if status != "RUNNING" and stage == "active":
                     recorded_at_kill.setdefault(run_id, (member, start, status))
+            # trained results the driver kept on disk, not (or not known to be) in MLflow yet
+            journaled_at_kill.update(_journaled(tmp / "runs" / "kills" / "journal"))
             # the killed driver's trial actors die with its Ray job: they must not hold the CPUs
             if not _wait_for(lambda: not _trial_processes(ray_head["sid"]), 20):
                 leftovers.append([p.pid for p in _trial_processes(ray_head["sid"])])
@@ -235,7 +260,8 @@ def killed_ten_times(ray_head, mentor_file, tmp_path_factory):
         break
     logs = "\n".join(p.read_text() for p in sorted(tmp.glob("launch*.log")))
     return {"tmp": tmp, "db": db, "journal": journal, "kills": kills, "launches": launches,
-            "recorded_at_kill": recorded_at_kill, "leftovers": leftovers, "logs": logs,
+            "recorded_at_kill": recorded_at_kill, "journaled_at_kill": journaled_at_kill, "leftovers": leftovers,
+            "logs": logs,
             "seconds": time.monotonic() - t0, "final_log": log_path.read_text()}
 
 
@@ -299,6 +325,18 @@ def test_nothing_recorded_was_trained_again(killed_ten_times):
     for member, rs in by_member.items():
         ended = [x for x in rs if x[0] != "RUNNING"]
         assert len(ended) <= 1 or member is None, f"member {member} was recorded twice: {rs}"
+
+
+def test_results_kept_at_a_kill_are_written_not_retrained(killed_ten_times):
+    """What a killed driver had trained and journaled is written by the next one, as it was: a
+    retrained member would have another train_seconds. Once all is in MLflow the journal is gone."""
+    r = killed_ten_times
+    assert r["journaled_at_kill"], "no kill left a trained result in the journal"
+    seconds = _train_seconds(r["db"])
+    for member, kept in r["journaled_at_kill"].items():
+        assert seconds[member] == pytest.approx(kept), f"member {member} was trained again"
+    assert not (r["tmp"] / "runs" / "kills" / "journal").exists() or not _journaled(
+        r["tmp"] / "runs" / "kills" / "journal")
 
 
 def test_trial_processes_die_with_the_driver(killed_ten_times):
