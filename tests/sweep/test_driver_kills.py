@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import sqlite3
@@ -115,6 +116,7 @@ def ray_head():
         _kill_session(proc.pid, grace=5)
         proc.wait()
         log.close()
+        shutil.rmtree(tmp, ignore_errors=True)  # Ray's session files: logs, sockets
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -80,6 +81,7 @@ def ray_head():
             pass
         _stop_session(proc.pid)
         proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)  # Ray's session files: logs, sockets
 
 
 @pytest.fixture(scope="module")
