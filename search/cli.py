@@ -381,7 +381,7 @@ def pick(
             typer.echo(f"  latency: {ms:.3g} ms here (ONNX Runtime, 1 thread) × {lat.scale:g} = "
                        f"{lat.device_value(ms):.3g} ms on {profile.name} ≤ {lat.limit:g} ms")
         if register:
-            from search.tracking.mlflow import register_pick
+            from search.tracking import register_pick
             tags = {"mentee.device": profile.name, **{k: row[k] for k in ("val_acc", "test_acc", "params",
                                                                           "bytes_int8", "sram_int8", "macs")}}
             name, version, alias = register_pick(resolve_uri(tracking_uri), row["run_id"], profile.name, tags=tags)
@@ -443,8 +443,7 @@ def export_cmd(
     """Export a mentee to ONNX (optionally int8) or TorchScript and check it against the torch model."""
     from search.export import export_int8, export_model, flash_check, onnx_weight_bytes
     from search.models import create_mentee
-    from search.tracking import load_member, resolve_uri
-    from search.tracking.mlflow import resolve_model_ref
+    from search.tracking import load_member, resolve_model_ref, resolve_uri
 
     if fmt not in ("onnx", "torchscript"):
         raise UserError(f"--format: '{fmt}' is not onnx or torchscript")
@@ -491,7 +490,7 @@ def _flash(fits: bool, line: str) -> None:
 def _export_data(uri: str, run_id: str, shape: tuple[int, ...], calibration: int):
     """(calibration inputs or None, (test inputs, labels) or None) from the dataset the run was trained on."""
     from search.data import load_dataset
-    from search.tracking.mlflow import member_dataset
+    from search.tracking import member_dataset
 
     try:
         d = member_dataset(uri, run_id)

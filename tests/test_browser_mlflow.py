@@ -68,8 +68,7 @@ def sweep(mlflow_server, tmp_path_factory):
     from search.devices import load_devices
     from search.measure import architecture_cost
     from search.models import create_mentee
-    from search.tracking import SweepTracker, load_runs, log_sweep_artifact
-    from search.tracking.mlflow import register_pick
+    from search.tracking import SweepTracker, load_runs, log_sweep_artifact, register_pick
 
     exp = f"browser-{uuid.uuid4().hex[:6]}"
     tracker = SweepTracker(mlflow_server, exp)

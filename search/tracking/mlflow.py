@@ -1,6 +1,6 @@
-"""MLflow writing and reading: a parent run per sweep, one child run per mentee.
+"""MLflow's stores and the driver's writer: a parent run per sweep, one child run per mentee.
 
-This is the only module that talks to MLflow, and only the sweep driver writes:
+Only the sweep driver writes:
 trials hand their `MemberResult`s back through Ray and the driver logs them, so a
 sqlite store never sees two writers (mlflow #4123: "database is locked" and
 schema-migration races). Every call goes through an explicit `MlflowClient(uri)`;
@@ -16,9 +16,7 @@ Usage::
     tracker.log_member(parent, result, tags={"mentee.space_hash": h}, member_id="t3-m1")
     tracker.finish_sweep(parent, metrics={"members": 64})
 
-    runs = load_runs("mlflow.db", "mnist1d")                   # one row per mentee
-    config, weights, meta = load_member("mlflow.db", runs.run_id[0])
-    subprocess.run(ui_command("mlflow.db"))
+Reading back is `search.tracking.runs`; the model registry `search.tracking.registry`.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ import json
 import logging
 import math
 import os
-import re
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,7 +33,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-import pandas as pd
 import torch
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
@@ -48,7 +44,7 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from search.config import COST_AXES, MemberConfig, MemberResult, Status
+from search.config import MemberConfig, MemberResult, Status
 from search.errors import UserError
 from search.tracking.retry import first_touch, retrying
 from search.train.losses import TERMS, describe_terms
@@ -57,56 +53,11 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no dow
 for _name in ("mlflow", "alembic"):  # "Creating initial MLflow database tables..." is not for our users
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-__all__ = [
-    "DEFAULT_TRACKING_URI",
-    "RUN_COLUMNS",
-    "SweepTracker",
-    "experiment_id",
-    "load_curves",
-    "load_member",
-    "load_runs",
-    "log_sweep_artifact",
-    "mapping_string",
-    "member_dataset",
-    "register_pick",
-    "resolve_model_ref",
-    "resolve_uri",
-    "ui_command",
-]
+__all__ = ["DEFAULT_TRACKING_URI", "SweepTracker", "mapping_string", "resolve_uri"]
 
 # MLflow 3's own default; the old ./mlruns file store is refused from 3.13.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
-# Columns of `load_runs`, in order, with the dtype each one has even when empty.
-RUN_COLUMNS: dict[str, str] = {
-    "run_id": "object",
-    "parent_run_id": "object",
-    "experiment_id": "object",
-    "member_id": "object",
-    "work": "object",
-    "arm": "object",  # mentored | independent: which arm of the search (search/sweep/suggest.py)
-    "reeval_of": "object",  # a re-evaluation run: the run it retrains with another seed
-    "node_id": "object",
-    "status": "object",
-    "arch_key": "object",
-    "independent": "bool",
-    "family": "object",
-    "widths": "object",
-    "kernel": "int64",
-    "mapping": "object",
-    "seed": "int64",
-    "val_acc": "float64",
-    "test_acc": "float64",
-    "params": "float64",
-    "bytes_fp32": "float64",
-    "bytes_int8": "float64",
-    "sram_fp32": "float64",
-    "sram_int8": "float64",
-    "macs": "float64",
-    "train_seconds": "float64",
-    "epochs_run": "float64",
-    "start_time": "datetime64[ns, UTC]",
-}
 _RUN_STATUS = {Status.FINISHED: "FINISHED", Status.PRUNED: "KILLED", Status.FAILED: "FAILED"}
 _PAGE = 1000
 
@@ -397,185 +348,3 @@ class SweepTracker:
         )
         # A status filter in the query would be neater, but IN on attributes is not in every store.
         return next((r.info.run_id for r in runs if r.info.status in ("RUNNING", "FAILED", "KILLED")), None)
-
-
-def _reeval_of(tags: Mapping[str, str]) -> str | None:
-    """The run a re-evaluation run retrains: its tag, else its member id (`reeval-<run id>-s<seed>`) says
-    it; a result replayed from the driver's journal is written without the extra tags."""
-    if tags.get("mentee.work") != "reeval":
-        return None
-    parts = tags.get("mentee.member_id", "").split("-")
-    return tags.get("mentee.reeval_of") or (parts[1] if len(parts) == 3 else None)
-
-
-def _row(run: Any) -> dict[str, Any]:
-    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-    nan = float("nan")
-    return {
-        "run_id": run.info.run_id,
-        "parent_run_id": tags.get("mlflow.parentRunId"),
-        "experiment_id": run.info.experiment_id,
-        "member_id": tags.get("mentee.member_id"),
-        "work": tags.get("mentee.work"),
-        # runs logged before the arms: a config without mentor terms was the independent side
-        "arm": tags.get("mentee.arm") or ("independent" if params.get("independent") == "True" else "mentored"),
-        "reeval_of": _reeval_of(tags),
-        "node_id": tags.get("mentee.node_id"),
-        "status": tags.get("mentee.status"),
-        "arch_key": tags.get("mentee.arch_key"),
-        "independent": params.get("independent") == "True",
-        "family": tags.get("mentee.family"),
-        "widths": params.get("arch.widths"),
-        "kernel": int(params.get("arch.kernel", 0)),
-        "mapping": tags.get("mentee.mapping"),
-        "seed": int(tags.get("mentee.seed", 0)),
-        **{
-            k: metrics.get(k, nan)
-            for k in ("val_acc", "test_acc", *COST_AXES, "train_seconds", "epochs_run")
-        },
-        "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
-    }
-
-
-def load_runs(
-    uri: str | None, experiment: str | None = None, parent_run_id: str | None = None
-) -> pd.DataFrame:
-    """One row per mentee run (columns `RUN_COLUMNS`); `widths` reads like `8x8`, `status` is
-    the word (finished / pruned / failed). Without filters: every mentee run in the store."""
-    client = _client(uri, must_exist=True)
-    if parent_run_id is not None:
-        ids = [_get_run(client, parent_run_id).info.experiment_id]
-    elif experiment is not None:
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            names = sorted(e.name for e in client.search_experiments())
-            raise UserError(
-                f"MLflow experiment {experiment!r} not found in {client.tracking_uri}; have {names}"
-            )
-        ids = [exp.experiment_id]
-    else:
-        ids = [e.experiment_id for e in client.search_experiments(max_results=50_000)]
-    query = "tags.`mentee.kind` = 'mentee'"
-    if parent_run_id is not None:
-        query += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
-    rows = (
-        [_row(r) for r in _search(client, ids, query, order_by=["attributes.start_time ASC"])] if ids else []
-    )
-    return pd.DataFrame(rows, columns=list(RUN_COLUMNS)).astype(RUN_COLUMNS)
-
-
-def load_member(uri: str | None, run_id: str) -> tuple[MemberConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    """The config, CPU weights and data shape (`input_shape`, `num_classes`) a mentee run logged."""
-    client = _client(uri, must_exist=True)
-    run = _get_run(client, run_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            config_path = client.download_artifacts(run_id, "config.json", tmp)
-            weights_path = client.download_artifacts(run_id, "mentee.pt", tmp)
-        except (MlflowException, OSError) as e:
-            status = run.data.tags.get("mentee.status", "?")
-            raise UserError(
-                f"MLflow run {run_id!r} (status {status}) has no config.json/mentee.pt artifacts"
-            ) from e
-        config = MemberConfig.from_dict(json.loads(Path(config_path).read_text()))
-        weights = torch.load(weights_path, map_location="cpu", weights_only=True)
-    tags = run.data.tags
-    if "mentee.input_shape" not in tags:
-        raise UserError(f"MLflow run {run_id!r} does not record its input shape (tag mentee.input_shape)")
-    meta = {"input_shape": tuple(json.loads(tags["mentee.input_shape"])),
-            "num_classes": int(tags["mentee.num_classes"])}
-    return config, weights, meta
-
-
-def load_curves(uri: str | None, run_id: str) -> dict[str, list[float]]:
-    """A mentee run's per-epoch curves (`curve.*` metrics), by name."""
-    client = _client(uri, must_exist=True)
-    run = _get_run(client, run_id)
-    names = [k[len("curve."):] for k in run.data.metrics if k.startswith("curve.")]
-    return {n: [m.value for m in sorted(client.get_metric_history(run_id, f"curve.{n}"), key=lambda m: m.step)]
-            for n in names}
-
-
-def log_sweep_artifact(uri: str | None, run_id: str, path: Path) -> None:
-    """Attach a file (the dashboard) to a sweep's parent run: the MLflow UI shows it among its artifacts."""
-    _client(uri, must_exist=True).log_artifact(run_id, str(path))
-
-
-def experiment_id(uri: str | None, experiment: str) -> str | None:
-    exp = _client(uri, must_exist=True).get_experiment_by_name(experiment)
-    return None if exp is None else exp.experiment_id
-
-
-def ui_command(uri: str | None, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
-    """argv for `mlflow ui` on this store; a relative sqlite path is made absolute so it runs from any cwd."""
-    uri = resolve_uri(uri)
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(unquote(uri[len("sqlite:///") :])).resolve())
-    return ["mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-
-
-# ---- the model registry: a device's pick, by alias ---------------------------------------------------------
-
-def _alias(device: str) -> str:
-    # MLflow aliases take letters, digits, '_' and '-', and refuse 'latest' and 'v<number>' (version names)
-    alias = re.sub(r"[^\w-]", "-", device)
-    return f"device-{alias}" if alias == "latest" or re.fullmatch(r"v\d+", alias) else alias
-
-
-def register_pick(uri: str | None, run_id: str, device: str, *, name: str | None = None,
-                  tags: Mapping[str, Any] | None = None) -> tuple[str, str, str]:
-    """Register a mentee run in the model registry and point the alias `device` at it: `models:/NAME@DEVICE`
-    then names the device's current pick. NAME defaults to the run's experiment (the space's name). The
-    version's source is the run's artifacts (config.json, mentee.pt, arch.json). Picking the same run again
-    reuses its version. Returns (name, version, alias)."""
-    client = _client(uri, must_exist=True)
-    run = _get_run(client, run_id)
-    name = name or client.get_experiment(run.info.experiment_id).name
-    try:
-        client.create_registered_model(name, tags={"mentee.kind": "mentee"},
-                                       description="mentees picked for devices by `mentee pick --device`")
-    except MlflowException as e:
-        if e.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    same = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == run_id]
-    version = same[0] if same else client.create_model_version(
-        name, source=f"runs:/{run_id}", run_id=run_id, await_creation_for=0,
-        tags={str(k): str(v) for k, v in (tags or {}).items()})
-    alias = _alias(device)
-    client.set_registered_model_alias(name, alias, version.version)
-    return name, str(version.version), alias
-
-
-def resolve_model_ref(uri: str | None, ref: str) -> str:
-    """A run id from `models:/NAME@ALIAS` or `models:/NAME/VERSION`; anything else is taken as a run id."""
-    if not ref.startswith("models:/"):
-        return ref
-    name, at, alias = ref[len("models:/"):].partition("@")
-    client = _client(uri, must_exist=True)
-    try:
-        if at:
-            return client.get_model_version_by_alias(name, alias).run_id
-        name, _, version = name.partition("/")
-        return client.get_model_version(name, version).run_id
-    except MlflowException as e:
-        raise UserError(f"{ref}: no such registered model version in {client.tracking_uri} "
-                        f"(expected models:/NAME@ALIAS or models:/NAME/VERSION)") from e
-
-
-def member_dataset(uri: str | None, run_id: str) -> dict[str, Any]:
-    """The dataset a mentee run was trained on, as its sweep's parent run recorded the space
-    (`dataset.name`, `.root`, `.n_samples`, `.seed`): what calibrates and checks an int8 export."""
-    client = _client(uri, must_exist=True)
-    run = _get_run(client, run_id)
-    parent = run.data.tags.get("mlflow.parentRunId")
-    params = _get_run(client, parent).data.params if parent else {}
-    if "dataset.name" not in params:
-        raise UserError(f"MLflow run {run_id!r}: its sweep's parent run does not record the dataset (dataset.*)")
-
-    def value(k: str) -> str | None:
-        v = params.get(f"dataset.{k}")
-        return None if v in (None, "None") else v
-
-    n = value("n_samples")
-    return {"name": params["dataset.name"], "root": value("root"), "n_samples": None if n is None else int(n),
-            "seed": int(value("seed") or 0)}
