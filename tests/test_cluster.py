@@ -40,7 +40,9 @@ def test_node_types(raw):
     assert "GPU" not in head["resources"] and head["max_workers"] == 0
     workers = [t for name, t in types.items() if name != config["head_node_type"]]
     assert workers and all(t["resources"].get("GPU", 0) >= 1 for t in workers)
-    assert all(t["min_workers"] == 0 for t in workers)  # GPUs only while a sweep asks for them
+    # one GPU worker waits (the mentor's task and `concurrency: auto` need a GPU when a sweep
+    # starts); the rest come only while a sweep's pending cohorts ask for them
+    assert all(t["min_workers"] == 1 < t["max_workers"] for t in workers)
     assert sum(t["max_workers"] for t in workers) <= config["max_workers"]
 
 
