@@ -25,7 +25,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ import pandas as pd
 from search.devices import AXES, DeviceProfile, format_cost
 from search.pareto import pareto_front
 
-__all__ = ["build_dashboard", "write_dashboard", "TEMPLATE"]
+__all__ = ["build_dashboard", "with_latency", "write_dashboard", "TEMPLATE"]
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "dashboards" / "template.html"
 _UNIT = {"count": "", "bytes": "bytes", "ms": "ms"}
@@ -132,6 +132,25 @@ def _axis_spec(done: pd.DataFrame, series: dict[str, pd.DataFrame], axis: str, a
         "budgets": budgets,
         "picked": None if picked_row is None else _num(picked_row.get(axis)),
     }
+
+
+def with_latency(runs: pd.DataFrame, load: Callable[[str], tuple[Any, dict]]) -> pd.DataFrame:
+    """Add `latency_ms` (ONNX Runtime, one thread, this machine: what a device's `scale` multiplies)
+    for every finished architecture. `load(run_id) -> (MemberConfig, {"input_shape", "num_classes"})`
+    reads one run; each architecture is timed once. A sweep cannot know latency in advance on a
+    cluster's GPUs, so it is measured here, where the pick is made."""
+    from search.measure import latency_ms_ort
+    from search.models import create_mentee
+
+    out = runs.copy()
+    done = out[out["status"] == "finished"] if "status" in out.columns else out.iloc[0:0]
+    by_arch: dict[str, float] = {}
+    for key, rid in done.groupby("arch_key")["run_id"].first().items():
+        cfg, meta = load(rid)
+        net = create_mentee(cfg.arch, meta["input_shape"], meta["num_classes"])
+        by_arch[key] = latency_ms_ort(net, tuple(meta["input_shape"]), repeats=50, warmup=5)
+    out["latency_ms"] = out["arch_key"].map(by_arch).astype(float)
+    return out
 
 
 def build_dashboard(runs: pd.DataFrame, *, title: str, devices: Sequence[DeviceProfile] = (),

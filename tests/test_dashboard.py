@@ -138,3 +138,23 @@ def test_write_dashboard_atomic(tmp_path):
     with pytest.raises(TypeError):
         write_dashboard(None, path)  # a failed write leaves the old file and no temp file
     assert path.read_text() == "<html>two</html>" and os.listdir(path.parent) == ["dash.html"]
+
+
+def test_latency_is_measured_once_per_architecture():
+    """`with_latency` times each finished architecture once (ONNX Runtime) and adds the axis."""
+    import pandas as pd
+
+    from search.config import ArchConfig, MemberConfig
+    from search.dashboard import with_latency
+
+    runs = pd.DataFrame({"run_id": ["a", "b", "c"], "arch_key": ["k1", "k1", "k2"],
+                         "status": ["finished", "finished", "failed"]})
+    calls = []
+
+    def load(rid):
+        calls.append(rid)
+        return MemberConfig(ArchConfig("conv1d", (4, 4))), {"input_shape": (1, 40), "num_classes": 10}
+
+    out = with_latency(runs, load)
+    assert calls == ["a"]  # k1 once; k2 never finished
+    assert out.latency_ms[0] == out.latency_ms[1] > 0 and pd.isna(out.latency_ms[2])
