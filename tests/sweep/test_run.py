@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -448,3 +449,17 @@ def test_sweep_through_a_real_server(ray_local, shared_mentor, mlflow_server, tm
     assert set(frame.run_id) == set(children)
     cfg, weights, meta = load_member(mlflow_server, frame.run_id.iloc[0])
     create_mentee(cfg.arch, meta["input_shape"], meta["num_classes"]).load_state_dict(weights)
+
+
+def test_same_seed_same_front(tiny, shared_mentor, tmp_path, monkeypatch):
+    """A sweep is reproducible from (space, seed): run the tiny sweep again in a fresh store with
+    the same seed and the front holds the same configs with the same accuracies."""
+    from search.pareto import pareto_front
+
+    monkeypatch.chdir(tmp_path)
+    space = load_space(write_space(tmp_path / "space.yaml", "tiny", tiny["mentor"], mentees=8, cohort=4))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    again = run_sweep(space, tracking_uri=uri, workdir=tmp_path / "runs", show_progress=False)
+    first = pareto_front(tiny["runs"])[["arch_key", "mapping", "params", "val_acc"]].reset_index(drop=True)
+    second = pareto_front(load_runs(uri, parent_run_id=again.parent_run_id))
+    pd.testing.assert_frame_equal(first, second[["arch_key", "mapping", "params", "val_acc"]].reset_index(drop=True))
