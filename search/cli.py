@@ -407,7 +407,7 @@ def dashboard(
     from search.dashboard import build_dashboard, with_latency, write_dashboard
     from search.devices import get_device, load_devices
     from search.pareto import pick as pick_row
-    from search.tracking import load_curves, load_member, log_sweep_artifact, resolve_uri
+    from search.tracking import load_arch, load_curves, log_sweep_artifact, resolve_uri
 
     known = load_devices(devices)
     profiles = [get_device(d, known) for d in device] or list(known.values())
@@ -416,7 +416,7 @@ def dashboard(
     row = pick_row(pool) if len(pool) else None
     picked = None if row is None else {"run_id": row["run_id"], "curves": load_curves(resolve_uri(tracking_uri),
                                                                                        row["run_id"])}
-    df = with_latency(df, lambda rid: load_member(resolve_uri(tracking_uri), rid)[::2])  # (config, meta)
+    df = with_latency(df, lambda rid: load_arch(resolve_uri(tracking_uri), rid))
     html = build_dashboard(df, title=f"mentee-search · {experiment}", devices=profiles, picked=picked)
     path = write_dashboard(html, out or Path(f"dashboard-{experiment}.html"))
     parent = df.sort_values("start_time")["parent_run_id"].dropna().iloc[-1]

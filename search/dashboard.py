@@ -136,7 +136,7 @@ def _axis_spec(done: pd.DataFrame, series: dict[str, pd.DataFrame], axis: str, a
 
 def with_latency(runs: pd.DataFrame, load: Callable[[str], tuple[Any, dict]]) -> pd.DataFrame:
     """Add `latency_ms` (ONNX Runtime, one thread, this machine: what a device's `scale` multiplies)
-    for every finished architecture. `load(run_id) -> (MemberConfig, {"input_shape", "num_classes"})`
+    for every finished architecture. `load(run_id) -> (ArchConfig, {"input_shape", "num_classes"})`
     reads one run; each architecture is timed once. A sweep cannot know latency in advance on a
     cluster's GPUs, so it is measured here, where the pick is made."""
     from search.measure import latency_ms_ort
@@ -146,8 +146,8 @@ def with_latency(runs: pd.DataFrame, load: Callable[[str], tuple[Any, dict]]) ->
     done = out[out["status"] == "finished"] if "status" in out.columns else out.iloc[0:0]
     by_arch: dict[str, float] = {}
     for key, rid in done.groupby("arch_key")["run_id"].first().items():
-        cfg, meta = load(rid)
-        net = create_mentee(cfg.arch, meta["input_shape"], meta["num_classes"])
+        arch, meta = load(rid)
+        net = create_mentee(arch, meta["input_shape"], meta["num_classes"])
         by_arch[key] = latency_ms_ort(net, tuple(meta["input_shape"]), repeats=50, warmup=5)
     out["latency_ms"] = out["arch_key"].map(by_arch).astype(float)
     return out

@@ -144,7 +144,7 @@ def test_latency_is_measured_once_per_architecture():
     """`with_latency` times each finished architecture once (ONNX Runtime) and adds the axis."""
     import pandas as pd
 
-    from search.config import ArchConfig, MemberConfig
+    from search.config import ArchConfig
     from search.dashboard import with_latency
 
     runs = pd.DataFrame({"run_id": ["a", "b", "c"], "arch_key": ["k1", "k1", "k2"],
@@ -153,7 +153,7 @@ def test_latency_is_measured_once_per_architecture():
 
     def load(rid):
         calls.append(rid)
-        return MemberConfig(ArchConfig("conv1d", (4, 4))), {"input_shape": (1, 40), "num_classes": 10}
+        return ArchConfig("conv1d", (4, 4)), {"input_shape": (1, 40), "num_classes": 10}
 
     out = with_latency(runs, load)
     assert calls == ["a"]  # k1 once; k2 never finished

@@ -17,6 +17,7 @@ from search.tracking.retry import OUTAGE_SECONDS, TrackingUnavailable
 from search.tracking.runs import (
     RUN_COLUMNS,
     experiment_id,
+    load_arch,
     load_curves,
     load_member,
     load_runs,
@@ -25,5 +26,6 @@ from search.tracking.runs import (
 )
 
 __all__ = ["DEFAULT_TRACKING_URI", "OUTAGE_SECONDS", "RUN_COLUMNS", "ResultJournal", "SweepTracker",
-           "TrackingUnavailable", "experiment_id", "load_curves", "load_member", "load_runs", "log_sweep_artifact",
-           "mapping_string", "member_dataset", "register_pick", "resolve_model_ref", "resolve_uri", "ui_command"]
+           "TrackingUnavailable", "experiment_id", "load_arch", "load_curves", "load_member", "load_runs",
+           "log_sweep_artifact", "mapping_string", "member_dataset", "register_pick", "resolve_model_ref",
+           "resolve_uri", "ui_command"]

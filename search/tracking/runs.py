@@ -21,7 +21,7 @@ from search.config import COST_AXES, MemberConfig
 from search.errors import UserError
 from search.tracking.mlflow import _client, _get_run, _search, resolve_uri
 
-__all__ = ["RUN_COLUMNS", "experiment_id", "load_curves", "load_member", "load_runs", "log_sweep_artifact",
+__all__ = ["RUN_COLUMNS", "experiment_id", "load_arch", "load_curves", "load_member", "load_runs", "log_sweep_artifact",
            "ui_command"]
 
 # Columns of `load_runs`, in order, with the dtype each one has even when empty.
@@ -142,6 +142,19 @@ def load_member(uri: str | None, run_id: str) -> tuple[MemberConfig, dict[str, t
     meta = {"input_shape": tuple(json.loads(tags["mentee.input_shape"])),
             "num_classes": int(tags["mentee.num_classes"])}
     return config, weights, meta
+
+
+def load_arch(uri: str | None, run_id: str) -> tuple[Any, dict[str, Any]]:
+    """A mentee run's architecture and data shape from its params and tags (no artifact download):
+    `(ArchConfig, {"input_shape", "num_classes"})`."""
+    from search.config import ArchConfig
+
+    run = _get_run(_client(uri, must_exist=True), run_id)
+    p, t = run.data.params, run.data.tags
+    arch = ArchConfig(p["arch.family"], tuple(int(w) for w in p["arch.widths"].split("x")),
+                      int(p.get("arch.kernel", 5)), p.get("arch.batch_norm") == "True")
+    shape = tuple(json.loads(t["mentee.input_shape"]))
+    return arch, {"input_shape": shape, "num_classes": int(t["mentee.num_classes"])}
 
 
 def load_curves(uri: str | None, run_id: str) -> dict[str, list[float]]:
