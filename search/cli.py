@@ -340,7 +340,7 @@ def pick(
     """Print the most accurate finished mentee (by val accuracy; by its mean over re-evaluation seeds where the
     sweep re-evaluated) within the budget or device. With --device, a latency budget is checked here (the
     sweep cannot know it in advance), and the pick is registered under the device's alias."""
-    from search.pareto import parse_budget
+    from search.pareto import Budget, parse_budget
     from search.pareto import pick as pick_row
     from search.tracking import resolve_uri
 
@@ -348,7 +348,7 @@ def pick(
         raise UserError("pick: give --device or at least one of --max-params, --max-bytes, --max-macs")
     profile = _device(device, devices) if device else None
     # `is not None`: an empty --max-bytes "" is a mistake to name, not a budget to drop
-    budget = {"max_params": parse_budget("--max-params", max_params) if max_params is not None else None,
+    budget: Budget = {"max_params": parse_budget("--max-params", max_params) if max_params is not None else None,
               "max_bytes": parse_budget("--max-bytes", max_bytes) if max_bytes is not None else None,
               "max_macs": parse_budget("--max-macs", max_macs) if max_macs is not None else None}
     df = _runs(tracking_uri, experiment)

@@ -370,7 +370,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         labels = np.asarray(d[b"labels"], dtype=np.int64)
     except (TypeError, ValueError, OverflowError):
-        labels = np.zeros((0, 0))
+        labels = np.zeros((0, 0), dtype=np.int64)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", type(data).__name__)
         raise UserError(f"{path}: b'data' is {shape}; expected a uint8 array of shape (N, 3072)")

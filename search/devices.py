@@ -65,7 +65,7 @@ AXES: dict[str, tuple[str, str]] = {
     "latency_ms": ("latency here, 1-thread ONNX Runtime", "ms"),
 }
 
-_UNITS = {
+_UNITS: dict[str, dict[str, float]] = {
     "bytes": {"": 1, "b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30},
     "count": {"": 1, "k": 10**3, "m": 10**6, "g": 10**9},
     "ms": {"": 1.0, "ms": 1.0, "s": 1000.0, "us": 1e-3},
@@ -110,7 +110,7 @@ class BudgetMiss:
 
     def __str__(self) -> str:
         b = self.budget
-        if self.value is None:
+        if self.value is None or self.over is None:
             return f"{b.axis}: not measured (the budget is {format_cost(b.axis, b.limit)})"
         parts = format_cost(b.axis, self.value)
         if b.scale != 1:
@@ -274,7 +274,7 @@ def _read(path: Path) -> dict[str, DeviceProfile]:
     return {name: _profile(path, name, spec) for name, spec in data.items()}
 
 
-def load_devices(extra: Path | None = None) -> dict[str, DeviceProfile]:
+def load_devices(extra: str | Path | None = None) -> dict[str, DeviceProfile]:
     """The shipped profiles, then `extra`'s (a user's --devices FILE), which add or replace by name."""
     devices = _read(SHIPPED_DEVICES)
     if extra is not None:

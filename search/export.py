@@ -71,6 +71,7 @@ def _export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> None:
         batch = torch.export.Dim("batch")
         prog = torch.onnx.export(net, (example,), dynamo=True, dynamic_shapes=({0: batch},),
                                  input_names=["input"], output_names=["output"], verbose=False)
+        assert prog is not None  # dynamo=True always returns the program (None is the legacy exporter's)
         prog.save(str(path), external_data=False)  # one self-contained file: it is renamed afterwards
     except Exception:  # any capture failure: try the other exporter
         axes = {"input": {0: "batch"}, "output": {0: "batch"}}
@@ -202,8 +203,8 @@ def _quantize(src: Path, dst: Path, calibration: np.ndarray | None) -> str:
         root.setLevel(level)
 
 
-def _as_np(a: np.ndarray | torch.Tensor | None) -> np.ndarray | None:
-    return None if a is None else a.detach().cpu().numpy() if torch.is_tensor(a) else np.asarray(a)
+def _as_np(a: np.ndarray | torch.Tensor) -> np.ndarray:
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
 
 def export_int8(model: nn.Module, input_shape: tuple[int, ...], path: str | Path, *,
@@ -224,8 +225,8 @@ def export_int8(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
     if check is None:
         x, y = torch.randn((256, *input_shape), generator=torch.Generator().manual_seed(0)).numpy(), None
     else:
-        x, y = _as_np(check[0]).astype(np.float32), _as_np(check[1])
-    calib = _as_np(calibration)
+        x, y = _as_np(check[0]).astype(np.float32), None if check[1] is None else _as_np(check[1])
+    calib = None if calibration is None else _as_np(calibration)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_model(net, input_shape, fp32, "onnx")

@@ -166,7 +166,9 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     buf = io.BytesIO()
     with _eval_no_grad(net), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its deprecation and tracer warnings say nothing about this model
-        torch.onnx.export(net, (_sample(net, (1, *input_shape), torch.device("cpu")),), buf, dynamo=False,
+        # buf: the legacy exporter writes to a file-like object too; torch's annotation names paths only
+        torch.onnx.export(net, (_sample(net, (1, *input_shape), torch.device("cpu")),), buf,  # type: ignore[arg-type]
+                          dynamo=False,
                           training=torch.onnx.TrainingMode.EVAL, input_names=["x"], output_names=["y"])
     return buf.getvalue()
 

@@ -33,12 +33,12 @@ from search.config import ArchConfig
 from search.errors import UserError
 
 __all__ = [
-    "register_family", "family_names", "create_mentee", "forward_with_taps", "tap_shapes",
+    "register_family", "family_names", "create_mentee", "Mentee", "forward_with_taps", "tap_shapes",
     "check_taps", "Mentor", "save_mentor", "load_mentor", "Projection", "logical_shapes",
     "create_template", "Exits", "exit_key", "centred_dims", "fuse_class", "step_cost",
 ]
 
-_FAMILIES: dict[str, Callable[..., nn.Module]] = {}
+_FAMILIES: dict[str, Callable[..., Mentee]] = {}
 _WITH_EXITS: set[str] = set()  # families whose factory takes `exits` (fused groups pad their depth)
 
 
@@ -57,7 +57,7 @@ def family_names() -> list[str]:
     return sorted(_FAMILIES)
 
 
-def create_mentee(arch: ArchConfig, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+def create_mentee(arch: ArchConfig, input_shape: Sequence[int], num_classes: int) -> Mentee:
     if arch.family not in _FAMILIES:
         raise UserError(f"unknown mentee family '{arch.family}'{_closest(arch.family, _FAMILIES)}; "
                         f"expected one of {', '.join(family_names())}")
@@ -127,7 +127,23 @@ def exit_key(key: str, depth: int) -> str:
     return f"head.at{depth}.{key[5:]}" if key.startswith("head.") else key
 
 
-class ConvNet(nn.Module):
+class Mentee(nn.Module):
+    """What every family builds: `layer1` … `layer{depth}`, then `head` (an `Exits` in a fused
+    group's template), and the tap names in `taps` (the layers' outputs, then `head`)."""
+
+    taps: tuple[str, ...]
+    depth: int
+    head: nn.Module
+
+    def _forward_layers(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for i in range(self.depth):
+            x = getattr(self, f"layer{i + 1}")(x)
+            outs.append(x)
+        return self.head(outs) if isinstance(self.head, Exits) else self.head(x)
+
+
+class ConvNet(Mentee):
     """`depth` conv blocks (conv → [BN] → ReLU, stride 2 after the first), a flat head.
 
     Stride 2 halves the length each block, as in the MNIST-1D reference CNN, so the
@@ -161,18 +177,10 @@ class ConvNet(nn.Module):
         self.taps += ("head",)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _forward_layers(self, x)
+        return self._forward_layers(x)
 
 
-def _forward_layers(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    outs = []
-    for i in range(net.depth):
-        x = getattr(net, f"layer{i + 1}")(x)
-        outs.append(x)
-    return net.head(outs) if isinstance(net.head, Exits) else net.head(x)
-
-
-class MLP(nn.Module):
+class MLP(Mentee):
     """Spark ML's multilayer perceptron shape: Linear → ReLU per hidden size, then a head."""
 
     def __init__(self, in_features: int, widths: Sequence[int], num_classes: int, exits: Sequence[int] | None = None):
@@ -189,7 +197,7 @@ class MLP(nn.Module):
         self.taps += ("head",)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _forward_layers(self, x.flatten(1))
+        return self._forward_layers(x.flatten(1))
 
 
 def _need_rank(arch: ArchConfig, input_shape: tuple[int, ...], rank: int) -> None:
@@ -200,28 +208,28 @@ def _need_rank(arch: ArchConfig, input_shape: tuple[int, ...], rank: int) -> Non
 
 
 @register_family("conv1d", exits=True)
-def conv1d(arch: ArchConfig, input_shape: tuple[int, ...], num_classes: int, exits=None) -> nn.Module:
+def conv1d(arch: ArchConfig, input_shape: tuple[int, ...], num_classes: int, exits=None) -> Mentee:
     _need_rank(arch, input_shape, 2)
     return ConvNet(1, input_shape[0], input_shape[1:], arch.widths, arch.kernel, arch.batch_norm, num_classes,
                    exits)
 
 
 @register_family("conv2d", exits=True)
-def conv2d(arch: ArchConfig, input_shape: tuple[int, ...], num_classes: int, exits=None) -> nn.Module:
+def conv2d(arch: ArchConfig, input_shape: tuple[int, ...], num_classes: int, exits=None) -> Mentee:
     _need_rank(arch, input_shape, 3)
     return ConvNet(2, input_shape[0], input_shape[1:], arch.widths, arch.kernel, arch.batch_norm, num_classes,
                    exits)
 
 
 @register_family("mlp", exits=True)
-def mlp(arch: ArchConfig, input_shape: tuple[int, ...], num_classes: int, exits=None) -> nn.Module:
+def mlp(arch: ArchConfig, input_shape: tuple[int, ...], num_classes: int, exits=None) -> Mentee:
     return MLP(math.prod(input_shape), arch.widths, num_classes, exits)
 
 
 # ------------------------------------------------------------------ fused templates
 
 def create_template(arch: ArchConfig, input_shape: Sequence[int], num_classes: int,
-                    exits: Sequence[int]) -> nn.Module:
+                    exits: Sequence[int]) -> Mentee:
     """A fused group's template: `arch` (its members' widest layers, largest kernel) with a head at
     every depth in `exits` (its members' depths). One exit at full depth is the plain model."""
     exits = tuple(sorted(set(exits)))
@@ -360,7 +368,7 @@ class Projection(nn.Module):
             # pool before the 1×1 map: both are linear and pooling weights sum to 1 (the bias passes
             # through), so they commute, and the map then runs at the mentor's smaller size. A mentee
             # tap of 40 positions mapped to 128 mentor channels was most of a tiny mentee's step.
-            f = F.adaptive_avg_pool1d(f, size) if f.dim() == 3 else F.adaptive_avg_pool2d(f, size)
+            f = F.adaptive_avg_pool1d(f, size[0]) if f.dim() == 3 else F.adaptive_avg_pool2d(f, (size[0], size[1]))
         f = self.map(f)
         if f.dim() > 2 and tuple(f.shape[2:]) != size:  # mentee smaller: map first, then interpolate
             f = F.interpolate(f, size=size, mode="linear" if f.dim() == 3 else "bilinear", align_corners=False)
@@ -461,12 +469,12 @@ def load_mentor(path: str | Path, *, factory: str | None = None, taps: Sequence[
         return Mentor(model.eval(), names, shape, nc, spec)
     if not taps or input_shape is None or num_classes is None:
         raise UserError("--factory needs taps, the input shape and the number of classes")
-    model = _build_factory(factory)
+    net = _build_factory(factory)
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
-    _load_state(model, state, path)
-    check_taps(model, taps, f"mentor {factory}")
+    _load_state(net, state, path)
+    check_taps(net, taps, f"mentor {factory}")
     spec = {"kind": "factory", "factory": factory}
-    return Mentor(model.eval(), tuple(taps), tuple(input_shape), int(num_classes), spec)
+    return Mentor(net.eval(), tuple(taps), tuple(input_shape), int(num_classes), spec)
 
 
 def _build_factory(factory: str) -> nn.Module:

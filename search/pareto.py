@@ -23,6 +23,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,7 @@ import pandas as pd
 from search.errors import UserError
 
 __all__ = [
-    "pareto_front", "with_mentorship_gain", "mentorship_summary", "parse_budget", "pick",
+    "pareto_front", "with_mentorship_gain", "mentorship_summary", "parse_budget", "pick", "Budget",
     "hypervolume_2d", "format_front", "print_front", "pareto_rank",
     "with_reevaluation", "mentorship_pairs", "mentorship_front", "paired_gain", "arm_balance",
 ]
@@ -206,15 +207,14 @@ def mentorship_front(df: pd.DataFrame, *, cost: str = "params", acc: str = "test
         for a in ARMS:
             rid = p[f"{a}_run_id"] if isinstance(p[f"{a}_run_id"], str) else None  # NaN: that arm has none so small
             r = runs.loc[rid] if rid is not None else None
-            v = seeds.get(rid) if rid in seeds else pd.Series([r[acc]] if r is not None else [], dtype=float)
+            v = seeds[rid] if rid in seeds else pd.Series([r[acc]] if r is not None else [], dtype=float)
             by_seed[a] = v if rid in seeds else None
             for col in ("widths", "mapping", cost):
                 row[f"{a}_{col}"] = r.get(col) if r is not None else None
             row.update({f"{a}_acc": v.mean() if len(v) else float("nan"),
                         f"{a}_std": v.std(ddof=1) if len(v) > 1 else float("nan"), f"{a}_n": len(v)})
         m, i = by_seed["mentored"], by_seed["independent"]
-        common = sorted(set(m.index) & set(i.index)) if m is not None and i is not None else []
-        if common:
+        if m is not None and i is not None and (common := sorted(set(m.index) & set(i.index))):
             row.update(paired_gain(m.loc[common].to_numpy(), i.loc[common].to_numpy(), level))
         else:  # not re-evaluated: one run a side, no interval
             row.update(paired_gain([row["mentored_acc"]], [row["independent_acc"]], level), n_pairs=0)
@@ -262,6 +262,14 @@ def parse_budget(flag: str, value: str) -> int:
     if not math.isfinite(n):
         raise UserError(f"{flag}: '{value}' is too large")
     return int(n)  # floor: a fractional budget never lets a bigger model through
+
+
+class Budget(TypedDict, total=False):
+    """`pick`'s limits, as the --max-* flags give them (None: no limit on that column)."""
+
+    max_params: float | None
+    max_bytes: float | None
+    max_macs: float | None
 
 
 def pick(df: pd.DataFrame, *, max_params: float | None = None, max_bytes: float | None = None,

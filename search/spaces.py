@@ -258,7 +258,7 @@ def choices_of(v: Any) -> list[Any] | None:
 
 def largest(v: Any) -> Any:
     """The largest value a searched value can take."""
-    return v.high if isinstance(v, Range) else max(choices_of(v))
+    return v.high if isinstance(v, Range) else max(v) if isinstance(v, list) else v
 
 
 def _fields(model: type[BaseModel], loc: tuple) -> list[str]:

@@ -197,7 +197,9 @@ class _Writer:
     Any other failed write is re-raised by `close` as it is."""
 
     def __init__(self, fn, journal: ResultJournal | None = None):
-        self.fn, self.journal, self.q, self.error = fn, journal, queue.Queue(), None
+        self.fn, self.journal = fn, journal
+        self.q: queue.Queue[tuple | None] = queue.Queue()  # None: stop
+        self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._loop, name="mentee-writer", daemon=True)
         self.thread.start()
 

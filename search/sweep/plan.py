@@ -21,8 +21,8 @@ from search.config import ArchConfig, TrialPayload
 from search.data import Splits, load_dataset
 from search.errors import UserError
 from search.models import create_mentee, tap_shapes
-from search.spaces import SearchSpace, choices_of, largest
-from search.sweep.target import check_space
+from search.spaces import SearchSpace, largest
+from search.sweep.target import check_space, int_values
 from search.train.losses import TERMS
 from search.train.trial import splits_to_arrays
 
@@ -88,8 +88,7 @@ class SweepPlan:
 
 def _check_mentee_space(space: SearchSpace, splits: Splits, where: str) -> None:
     m = space.mentee
-    depths = choices_of(m.depth) or range(int(m.depth.low), int(m.depth.high) + 1)
-    for d in sorted({int(d) for d in depths}):
+    for d in sorted(set(int_values(m.depth))):
         try:  # the largest kernel shrinks the input most: check that one, not an arbitrary 3
             create_mentee(ArchConfig(m.family, (4,) * d, int(largest(m.kernel))), splits.input_shape,
                           splits.num_classes)
@@ -124,9 +123,11 @@ def _mentor_taps(space: SearchSpace, splits: Splits, where: str) -> tuple[str, .
         from search.train.mentor import mentor_from_spec
 
         try:
-            return tuple(mentor_from_spec(spec, splits).taps)
+            mentor = mentor_from_spec(spec, splits)
         except UserError as e:
             raise UserError(f"{where}: key 'mentor.path': {e}") from None
+        if mentor is not None:  # None only if the file went away since the look above
+            return tuple(mentor.taps)
     if spec.taps:
         return tuple(spec.taps)
     if spec.factory:

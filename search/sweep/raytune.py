@@ -58,7 +58,8 @@ def cohort_searcher(driver: Driver):
         def __getstate__(self) -> dict:
             return {k: v for k, v in self.__dict__.items() if k != "driver"}
 
-        def suggest(self, trial_id: str) -> dict | None:
+        # str: Searcher.FINISHED, as Ray's docs say to return; its annotation (dict | None) leaves that out
+        def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]
             cohort = self.driver.next_cohort()
             if cohort is not None:
                 return cohort.to_dict()

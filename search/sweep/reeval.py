@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter, deque
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import pandas as pd
@@ -43,8 +44,9 @@ def reeval_targets(frame: pd.DataFrame, cost: str = "params") -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def reeval_items(frame: pd.DataFrame, configs: dict[str, MemberConfig], seeds: int, done: set[str] = frozenset(),
-                 cost: str = "params") -> tuple[list[WorkItem], dict[str, dict[str, str]]]:
+def reeval_items(frame: pd.DataFrame, configs: dict[str, MemberConfig], seeds: int,
+                 done: AbstractSet[str] = frozenset(), cost: str = "params"
+                 ) -> tuple[list[WorkItem], dict[str, dict[str, str]]]:
     """One WorkItem per (target run, seed) not in `done`, and each one's MLflow tags. `configs`:
     run id → the config that run trained."""
     rows = frame.set_index("run_id")

@@ -99,7 +99,8 @@ def journal_storage(path: Path) -> optuna.storages.BaseStorage:
         _cut_torn_tail(path)
     finally:
         lock.release()
-    return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    # FlockLock has the acquire/release Optuna calls; its base class (BaseJournalFileLock) is private
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))  # type: ignore[arg-type]
 
 
 class FlockLock:

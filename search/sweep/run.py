@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.study import StudyDirection
 
 from search.config import MemberConfig, WorkItem, WorkKind
 from search.errors import SweepInterrupted, UserError
@@ -80,9 +81,9 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     shash = space_hash(space)
     if parent is None:
         parent = tracker.start_sweep(experiment, params=_flat(space.model_dump()), tags={"mentee.space_hash": shash})
+    directions = [StudyDirection.MAXIMIZE] + [StudyDirection.MINIMIZE] * len(space.objectives)
     study = optuna.create_study(study_name=f"{experiment}-{parent}", storage=_optuna_storage(work),
-                                load_if_exists=resume, directions=["maximize"] + ["minimize"] * len(space.objectives),
-                                sampler=make_sampler(space))
+                                load_if_exists=resume, directions=directions, sampler=make_sampler(space))
     summary = SweepSummary(experiment, parent, tracker.uri, planned=space.budget.mentees)
     splits = plan.splits
     tags = {"mentee.space_hash": shash, "mentee.dataset": splits.name,
@@ -157,8 +158,6 @@ def connect_ray(address: str | None) -> dict[str, float]:
     address = address or os.environ.get("RAY_ADDRESS")
     # trial errors still reach the driver (Ray re-raises them); worker chatter does not; a local
     # Ray's dashboard stays off, and binds 127.0.0.1 if a user turns it on
-    kw = dict(ignore_reinit_error=True, include_dashboard=False, dashboard_host="127.0.0.1",
-              logging_level=logging.WARNING, log_to_driver=False)
     if address is None:
         # Ray joins the cluster of this machine's last `ray start` (the address file it wrote under
         # $RAY_TMPDIR or /tmp/ray): ~1 s instead of ~12 s a sweep. If that cluster has stopped, the
@@ -172,7 +171,8 @@ def connect_ray(address: str | None) -> dict[str, float]:
         except (OSError, ValueError):
             address = "local"
     try:
-        ray.init(address=address, **kw)
+        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, dashboard_host="127.0.0.1",
+                 logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         if address == "local":
             raise

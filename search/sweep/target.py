@@ -33,7 +33,7 @@ import itertools
 import json
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import optuna
 import pandas as pd
@@ -43,8 +43,11 @@ from search.devices import BudgetMiss, DeviceProfile, format_cost, get_device, l
 from search.errors import UserError
 from search.spaces import Range, SearchSpace, choices_of
 
+if TYPE_CHECKING:
+    from search.pareto import Budget
+
 __all__ = ["MAX_SKIPS_IN_A_ROW", "target_profile", "arch_cost", "sweep_misses", "constraints", "ask_fitting",
-           "space_architectures", "check_space", "pick_for_device"]
+           "space_architectures", "check_space", "pick_for_device", "int_values"]
 
 # Over-budget proposals in a row before the sweep gives up. TPE learns from them, so a space where a few
 # percent of the architectures fit gets there in tens of asks; 200 in a row means (almost) nothing fits.
@@ -142,19 +145,25 @@ def _values(spec: Any, integer: bool) -> list:
     return sorted({int(round(p)) for p in pts} if integer else set(pts))
 
 
+def int_values(spec: Any) -> list[int]:
+    """Every integer a searched integer can take: its choices, or every one in its range (depths)."""
+    if isinstance(spec, Range):
+        return list(range(int(spec.low), int(spec.high) + 1))
+    return [int(v) for v in choices_of(spec) or []]
+
+
 def space_architectures(space: SearchSpace, limit: int = PLAN_ARCHS) -> tuple[list[ArchConfig], bool]:
     """Architectures of the space (built as `suggest_member` builds them), at most `limit`, and whether
     that is all of them. Depth, width, growth, kernel and batch norm: choices, or a range's ends and a few
     points between; more than `limit` → an even spread over the (sorted) list."""
     m = space.mentee
-    depths = choices_of(m.depth) or list(range(int(m.depth.low), int(m.depth.high) + 1))
-    archs = set()
+    found = set()
     exhaustive = not any(isinstance(v, Range) for v in (m.width, m.growth, m.kernel))
-    for d, w, g, k, bn in itertools.product(depths, _values(m.width, True), _values(m.growth, False),
-                                            _values(m.kernel, True), choices_of(m.batch_norm)):
+    for d, w, g, k, bn in itertools.product(int_values(m.depth), _values(m.width, True), _values(m.growth, False),
+                                            _values(m.kernel, True), _values(m.batch_norm, False)):
         widths = tuple(max(1, min(m.max_width, round(int(w) * float(g) ** i))) for i in range(int(d)))
-        archs.add(ArchConfig(m.family, widths, int(k), bool(bn)))
-    archs = sorted(archs, key=lambda a: (a.depth, a.widths, a.kernel, a.batch_norm))
+        found.add(ArchConfig(m.family, widths, int(k), bool(bn)))
+    archs = sorted(found, key=lambda a: (a.depth, a.widths, a.kernel, a.batch_norm))
     if len(archs) > limit:
         step = len(archs) / limit
         archs, exhaustive = [archs[int(i * step)] for i in range(limit)], False
@@ -176,7 +185,7 @@ def check_space(space: SearchSpace, input_shape: tuple[int, ...], num_classes: i
             continue
         misses = sweep_misses(profile, cost)
         fit += not misses
-        score = sum(m.over / m.budget.limit for m in misses if m.budget.limit > 0)
+        score = sum(m.over / m.budget.limit for m in misses if m.over is not None and m.budget.limit > 0)
         if misses and (closest is None or score < closest[0]):
             closest = (score, arch, misses)
     budgets = ", ".join(f"{b.axis} ≤ {format_cost(b.axis, b.max_cost)}" for b in profile.budgets
@@ -207,7 +216,7 @@ def _latency_from_run(uri: str | None) -> Callable[[pd.Series], float]:
 
 def pick_for_device(df: pd.DataFrame, profile: DeviceProfile, uri: str | None = None, *,
                     latency: Callable[[pd.Series], float] | None = None,
-                    **budget: float | None) -> tuple[pd.Series | None, list[tuple[pd.Series, list[BudgetMiss]]]]:
+                    **budget: Unpack[Budget]) -> tuple[pd.Series | None, list[tuple[pd.Series, list[BudgetMiss]]]]:
     """The most accurate finished mentee that fits the device (and `budget`: max_params, max_bytes,
     max_macs, as `pareto.pick` takes them); `(row, [])`, or `(None, nearest)`: up to three finished rows
     with what each misses. A latency budget is checked here only: the best candidate's architecture is

@@ -62,9 +62,10 @@ class ResultJournal:
             states = {item.member_id: res.state_dict for item, res, _ in results if res.state_dict is not None}
             if states:
                 _save(states, self.dir / weights)  # before the lines that point at it
-            lines = [{"op": "result", "member_id": item.member_id, "item": item.to_dict(), "result": res.to_dict(),
-                      "node_id": node_id, "weights": weights if item.member_id in states else None}
-                     for item, res, node_id in results]
+            lines: list[dict[str, Any]] = [
+                {"op": "result", "member_id": item.member_id, "item": item.to_dict(), "result": res.to_dict(),
+                 "node_id": node_id, "weights": weights if item.member_id in states else None}
+                for item, res, node_id in results]
             self._pending.update((e["member_id"], e) for e in lines)
             self._append(lines)
 

@@ -57,12 +57,16 @@ def resolve_model_ref(uri: str | None, ref: str) -> str:
     client = _client(uri, must_exist=True)
     try:
         if at:
-            return client.get_model_version_by_alias(name, alias).run_id
-        name, _, version = name.partition("/")
-        return client.get_model_version(name, version).run_id
+            mv = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, version = name.partition("/")
+            mv = client.get_model_version(name, version)
     except MlflowException as e:
         raise UserError(f"{ref}: no such registered model version in {client.tracking_uri} "
                         f"(expected models:/NAME@ALIAS or models:/NAME/VERSION)") from e
+    if mv.run_id is None:  # registered from a path, not from a run: there is no mentee run to read
+        raise UserError(f"{ref}: that model version was not registered from a run; expected a mentee's pick")
+    return mv.run_id
 
 
 def member_dataset(uri: str | None, run_id: str) -> dict[str, Any]:

@@ -28,7 +28,8 @@ class MentorCache:
     def build(cls, mentor: Mentor, x: torch.Tensor, taps: Sequence[str], batch: int = 2048) -> "MentorCache":
         model = mentor.model.eval()
         dev = next(model.parameters()).device
-        logits, feats = [], {t: [] for t in taps}
+        logits: list[torch.Tensor] = []
+        feats: dict[str, list[torch.Tensor]] = {t: [] for t in taps}
         for i in range(0, len(x), batch):
             out, fs = forward_with_taps(model, x[i:i + batch].to(dev), list(taps))
             logits.append(out.float())

@@ -144,7 +144,7 @@ def _halve(groups: list[FusedGroup], e: int, curves, test_acc, status, errors, r
             groups.remove(g)
 
 
-_COSTS: dict[tuple, dict[str, float]] = {}
+_COSTS: dict[tuple, dict[str, int]] = {}
 
 
 def _cost(arch: ArchConfig, splits: Splits) -> dict[str, float]:

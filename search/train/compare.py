@@ -37,10 +37,10 @@ def compare_mentorship(mentor_path: Path, splits: Splits, arch: ArchConfig, term
     net = create_mentee(arch, splits.input_shape, splits.num_classes)
     for t in terms:
         check_taps(net, TERMS[t.kind].student_taps(t.params), "--hint (mentee side)")
-    if not mentor_path.exists():
+    mentor = mentor_from_spec(MentorSpec(path=str(mentor_path)), splits)
+    if mentor is None:
         raise UserError(f"{mentor_path}: mentor file not found; train one with "
                         f"`mentee mentor train --out {mentor_path}`")
-    mentor = mentor_from_spec(MentorSpec(path=str(mentor_path)), splits)
     taps = sorted({m for t in terms for m in TERMS[t.kind].mentor_taps(t.params)})
     for tap in taps:
         if tap not in mentor.taps:

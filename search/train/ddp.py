@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -127,8 +128,10 @@ def _worker_loop(cfg: dict) -> None:
     arch, epochs, bs, seed = cfg["arch"], cfg["epochs"], cfg["local_batch"], cfg["seed"]
     model, opt = prepare_mentor(arch, splits.input_shape, splits.num_classes, lr=cfg["lr"], seed=seed)
     # drop_last: every worker gets the same number of samples, hence of steps (DDP needs equal step counts)
-    sampler = DistributedSampler(range(len(splits.y_train)), num_replicas=world, rank=rank, shuffle=True,
-                                 seed=seed, drop_last=True)
+    # the sampler reads only len() of its dataset: a range of sample ids is enough (torch types it a Dataset)
+    sampler: DistributedSampler[int] = DistributedSampler(range(len(splits.y_train)),  # type: ignore[arg-type]
+                                                          num_replicas=world, rank=rank, shuffle=True, seed=seed,
+                                                          drop_last=True)
     steps = len(sampler) // bs  # whole batches only, as the cohort: every step has the same shape
     total = steps * epochs
     curve: list[float] = []
@@ -160,7 +163,8 @@ def _worker_loop(cfg: dict) -> None:
     if rank != 0:
         report_final(metrics)
         return
-    net = model.module if hasattr(model, "module") else model  # rank 0's own weights and BN statistics
+    # rank 0's own weights and BN statistics (DDP wraps the net as `.module`)
+    net = cast(nn.Module, model.module) if hasattr(model, "module") else model
     metrics["val_acc"] = _accuracy(net, splits.x_val, splits.y_val)
     metrics["test_acc"] = _accuracy(net, splits.x_test, splits.y_test)
     report_final(metrics, {"state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
@@ -196,7 +200,7 @@ def local_ray(num_cpus: int | None = None):
     # another user's (or a dead one's) on a shared machine. "local" always starts our own.
     address = os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=address, num_cpus=num_cpus if address == "local" else None, include_dashboard=False,
-             logging_level="ERROR", log_to_driver=False)
+             logging_level=logging.ERROR, log_to_driver=False)
     try:
         yield ray
     finally:
@@ -226,7 +230,8 @@ def fit_workers(loop, cfg: dict, *, workers: int, use_gpu: bool, storage: str | 
         loop, train_loop_config=cfg,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {})}),
-        run_config=RunConfig(name=name, storage_path=str(Path(storage).resolve()),
+        # ray.train picks Train v2's RunConfig at import (it has logging_config); mypy sees v1's (ray.air)
+        run_config=RunConfig(name=name, storage_path=str(Path(storage).resolve()),  # type: ignore[call-arg]
                              logging_config=LoggingConfig(log_level="WARNING")))
     try:
         return trainer.fit()

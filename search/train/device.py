@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Protocol
 
 import torch
 
 __all__ = ["pick_device", "autocast", "on_stream"]
+
+
+class HasStream(Protocol):
+    stream: torch.cuda.Stream | None  # None until its first `on_stream`
+
 
 def pick_device(device: str | None = None) -> torch.device:
     if device in (None, "auto"):
@@ -15,13 +21,13 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 @contextlib.contextmanager
-def on_stream(group: object, device: torch.device):
+def on_stream(group: HasStream, device: torch.device):
     """Run `group`'s work on its own CUDA stream, ordered after everything issued so far on
     the default stream (its tensors were made or re-stacked there). A no-op on the CPU."""
     if device.type != "cuda":
         yield
         return
-    if getattr(group, "stream", None) is None:
+    if group.stream is None:
         group.stream = torch.cuda.Stream()
     group.stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(group.stream):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -46,7 +47,8 @@ class MatmulConv1d(nn.Conv1d):
     a matmul becomes one batched GEMM: ~2.5× fewer kernels and ~20% faster steps there."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, s, p = self.kernel_size[0], self.stride[0], self.padding[0]
+        # a tuple: only convs with numeric padding are given this class (`FusedGroup.__init__`)
+        k, s, p = self.kernel_size[0], self.stride[0], cast(tuple[int, ...], self.padding)[0]
         cols = (F.pad(x, (p, p)) if p else x).unfold(-1, k, s)  # [B, C, L', k]
         y = torch.einsum("bclk,ock->bol", cols, self.weight)
         return y if self.bias is None else y + self.bias[:, None]
@@ -83,6 +85,7 @@ class FusedGroup:
     """K members padded into one template. Params: one flat [K, P] tensor; buffers: [K, ...]."""
 
     slot_streams_on = True  # CUDA: each loss slot on a stream of its own (off: to measure what it buys)
+    val_acc: torch.Tensor  # [K] the last validation accuracies, set by `_eval_val` (updated in place after)
 
     def __init__(self, idx: Sequence[int], cfgs: Sequence[MemberConfig], splits: Splits,
                  mentor_shapes: dict[str, tuple[int, ...]], device: torch.device, use_graph: bool = True):
@@ -121,19 +124,22 @@ class FusedGroup:
         # per slot: the mentee taps and mentor outputs its loss reads
         self.terms = [(TERMS[t.kind].student_taps(t.params), TERMS[t.kind].mentor_taps(t.params),
                        TERMS[t.kind].needs_logits) for t in union.values()]
-        K, f32 = len(self.cfgs), dict(device=device, dtype=torch.float32)
+        K = len(self.cfgs)
+
+        def f32(rows: list) -> torch.Tensor:
+            return torch.tensor(rows, device=device, dtype=torch.float32)
         # per member: the weight and weight schedule of every slot (weight 0 where the slot is not
         # the member's own) and every slot's member parameters (the term's default where it is not)
         own = [{TERMS[t.kind].slot(t): t for t in c.active_terms()} for c in self.cfgs]
-        self.w = torch.tensor([[o[k].weight if k in o else 0.0 for k in keys] for o in own], **f32).view(K, len(keys))
+        self.w = f32([[o[k].weight if k in o else 0.0 for k in keys] for o in own]).view(K, len(keys))
         wnames = [[o[k].params.get("schedule", "constant") if k in o else "constant" for k in keys] for o in own]
         self.w_schedules = sorted({s for row in wnames for s in row} | {"constant"})
         self.w_sid = torch.tensor([[self.w_schedules.index(s) for s in row] for row in wnames],
                                   dtype=torch.long, device=device).view(K, len(keys))
-        self.p = [{name: torch.tensor([float(o[k].params.get(name, d)) if k in o else d for o in own], **f32)
+        self.p = [{name: f32([float(o[k].params.get(name, d)) if k in o else d for o in own])
                    for name, d in TERMS[t.kind].member_params.items()} for k, t in union.items()]
-        self.lr = torch.tensor([[c.train.lr] for c in self.cfgs], **f32)
-        self.wd = torch.tensor([[c.train.weight_decay] for c in self.cfgs], **f32)
+        self.lr = f32([[c.train.lr] for c in self.cfgs])
+        self.wd = f32([[c.train.weight_decay] for c in self.cfgs])
         self.lr_schedules = sorted({c.train.schedule for c in self.cfgs})
         self.lr_sid = torch.tensor([self.lr_schedules.index(c.train.schedule) for c in self.cfgs],
                                    dtype=torch.long, device=device)
@@ -210,13 +216,13 @@ class FusedGroup:
         main = torch.cuda.current_stream(eff.device) if side else None
         parts = []
         for i in live:
-            if side:
+            if main is not None:  # side streams
                 self.slot_streams[i].wait_stream(main)
                 with torch.cuda.stream(self.slot_streams[i]):
                     parts.append(self._slot_loss(i, eff, ids, w, logits, feats))
             else:
                 parts.append(self._slot_loss(i, eff, ids, w, logits, feats))
-        if side:
+        if main is not None:
             for i in live:
                 main.wait_stream(self.slot_streams[i])
         total = parts[0] if parts else torch.zeros(len(self.cfgs), device=eff.device)
@@ -227,12 +233,15 @@ class FusedGroup:
     def _slot_loss(self, i, eff, ids, w, logits, feats) -> torch.Tensor:
         """[K] slot i's weighted loss, 0 for members whose slot it is not."""
         taps, mtaps, needs_logits = self.terms[i]
-        rows, c = self.owners[i], self.cache
+        rows = self.owners[i]
         sub = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))  # noqa: E731
         ids_i = sub(ids)
-        mentor = {m: c.feats[m][ids_i] for m in mtaps}  # each member its own batch's targets
-        if needs_logits:
-            mentor["logits"] = c.logits[ids_i]
+        mentor: dict[str, torch.Tensor] = {}
+        if mtaps or needs_logits:
+            c = self._mentor_cache()
+            mentor = {m: c.feats[m][ids_i] for m in mtaps}  # each member its own batch's targets
+            if needs_logits:
+                mentor["logits"] = c.logits[ids_i]
         a, b = self.layout.slots[i][:2]
         loss = torch.func.vmap(functools.partial(self._term, i))(
             sub(eff[:, a:b]), sub(logits), {t: sub(feats[t]) for t in taps}, self.splits.y_train[ids_i], mentor,
@@ -240,11 +249,17 @@ class FusedGroup:
         loss = sub(w[:, i]) * loss
         return loss if rows is None else torch.zeros(len(self.cfgs), device=loss.device).index_add(0, rows, loss)
 
+    def _mentor_cache(self) -> MentorCache:
+        if self.cache is None:
+            raise ValueError("a mentor term needs the mentor's cache; train_epoch was given none")
+        return self.cache
+
     def _step(self) -> None:
         """One fused step. Everything that changes from step to step (the batch's sample ids,
         the schedules, Adam's bias correction) is read from device tensors and advanced on the
         device, so the step can be captured once as a CUDA graph and replayed."""
         bs, t = self.bs, self.t.view(1)
+        assert self.lr_table is not None and self.order is not None  # set by train_epoch before its steps
         ids = self.order.index_select(1, self.pos + self.arange)  # [K, B] sample ids, each member its own
         # not table[:, t]: that would read t on the host
         lr = self.lr * self.lr_table.index_select(1, t).view(-1).index_select(0, self.lr_sid).view(-1, 1)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,7 +54,7 @@ class MenteeWithTerms(nn.Module):
     """A mentee plus one module per loss-term slot. `forward(x)` gives logits; with labels and
     the mentor's batch it gives the vector of every slot's loss (weighted outside, per member)."""
 
-    def __init__(self, net: nn.Module, terms: Sequence[LossTerm]):
+    def __init__(self, net: nn.Module, terms: Sequence[LossTerm[Any]]):
         super().__init__()
         self.net = net
         self.terms = nn.ModuleList(terms)
@@ -132,9 +133,9 @@ def plan_groups(cfgs: Sequence[MemberConfig], input_shape: Sequence[int], num_cl
         for g in range(1, max_groups + 1):
             for j in range(1, n + 1):
                 for i in range(j):
-                    c = best[g - 1][i] + seg[i][j]
-                    if c < best[g][j]:
-                        best[g][j], cut[g][j] = c, i
+                    total = best[g - 1][i] + seg[i][j]
+                    if total < best[g][j]:
+                        best[g][j], cut[g][j] = total, i
         g = min(range(1, max_groups + 1), key=lambda k: best[k][n])
         j = n
         while j > 0:

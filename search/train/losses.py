@@ -21,7 +21,7 @@ name it in a space under `terms:`. Attention transfer below is the example.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, Generic, TypeVar, Union
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -71,11 +71,12 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- registry
 
-TERMS: dict[str, type[LossTerm]] = {}
+TERMS: dict[str, type[LossTerm[Any]]] = {}
+_Term = TypeVar("_Term", bound="LossTerm[Any]")
 
 
 def register_term(name: str):
-    def deco(cls: type[LossTerm]) -> type[LossTerm]:
+    def deco(cls: type[_Term]) -> type[_Term]:
         cls.name = name
         assert (name == LABEL_TERM) == (not cls.uses_mentor), f"only '{LABEL_TERM}' may train without the mentor"
         TERMS[name] = cls
@@ -89,7 +90,11 @@ class TermSpace(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class LossTerm(nn.Module):
+# A term's own section type: `suggest` reads its fields, so each term narrows it (LossTerm[_HintSpace])
+_Space = TypeVar("_Space", bound=TermSpace)
+
+
+class LossTerm(nn.Module, Generic[_Space]):
     """Base class. Subclasses set the class attributes and implement `forward`."""
 
     name: ClassVar[str] = ""
@@ -101,7 +106,7 @@ class LossTerm(nn.Module):
 
     # -- declarations (no torch work: the driver calls these) ------------------------
     @classmethod
-    def suggest(cls, section: TermSpace, pick: Pick, depth: int) -> list[TermConfig]:
+    def suggest(cls, section: _Space, pick: Pick, depth: int) -> list[TermConfig]:
         """The terms one mentee of `depth` layers gets from this space section."""
         raise NotImplementedError
 
@@ -200,7 +205,7 @@ class _LabelSpace(TermSpace):
 
 
 @register_term("ce")
-class CrossEntropy(LossTerm):
+class CrossEntropy(LossTerm[_LabelSpace]):
     """The label loss. Weight 1 unless a space says otherwise."""
 
     uses_mentor = False
@@ -235,7 +240,7 @@ class _TapSpace(TermSpace):
         return v
 
 
-def _tap_terms(cls: type[LossTerm], section: _TapSpace, pick: Pick, depth: int, prefix: str,
+def _tap_terms(cls: type[LossTerm[Any]], section: _TapSpace, pick: Pick, depth: int, prefix: str,
                extra: Callable[[str], dict[str, Any]]) -> list[TermConfig]:
     out = []
     for tap, targets in section.taps.items():
@@ -263,7 +268,7 @@ class _HintSpace(_TapSpace):
 
 
 @register_term("hint")
-class Hint(LossTerm):
+class Hint(LossTerm[_HintSpace]):
     """FitNets / Venkatesan & Li: a learned projection of a mentee tap is pulled towards a
     mentor tap by a metric (RMSE by default)."""
 
@@ -307,7 +312,7 @@ class _KDSpace(TermSpace):
 
 
 @register_term("kd")
-class SoftTargets(LossTerm):
+class SoftTargets(LossTerm[_KDSpace]):
     """Hinton et al.: T²·KL(mentor ‖ mentee) on logits softened by temperature T."""
 
     needs_logits = True
@@ -340,7 +345,7 @@ class _AttentionSpace(_TapSpace):
 
 
 @register_term("attention")
-class AttentionTransfer(LossTerm):
+class AttentionTransfer(LossTerm[_AttentionSpace]):
     """Zagoruyko & Komodakis 2017: match where the mentee and the mentor look. A tap's
     attention map is Σ_c |F_c|² (so channel counts may differ), flattened and L2-normalised;
     the loss is the L2 distance of the two maps, the mentee's resized to the mentor's. No
@@ -372,7 +377,7 @@ class AttentionTransfer(LossTerm):
     def attention_map(f: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
         a = f.float().pow(2).sum(1, keepdim=True)  # [B, 1, *spatial]
         if size is not None and tuple(a.shape[2:]) != tuple(size):
-            a = F.adaptive_avg_pool1d(a, size) if a.dim() == 3 else F.adaptive_avg_pool2d(a, size)
+            a = F.adaptive_avg_pool1d(a, size[0]) if a.dim() == 3 else F.adaptive_avg_pool2d(a, (size[0], size[1]))
         return F.normalize(a.flatten(1), dim=1, eps=1e-12)
 
     def forward(self, logits, feats, y, mentor, p):

@@ -30,6 +30,7 @@ def train_mentor(arch: ArchConfig, splits: Splits, *, epochs: int = 60, lr: floa
     (res,) = train_cohort([cfg], splits, on_epoch=on_epoch)
     if res.status is not Status.FINISHED:
         raise TrainingDiverged(f"mentor training failed: {res.error}")
+    assert res.state_dict is not None  # train_cohort keeps a finished member's weights unless told not to
     model = create_mentee(arch, splits.input_shape, splits.num_classes)
     model.load_state_dict(res.state_dict)
     metrics = {"val_acc": res.val_acc, "test_acc": res.test_acc, "params": res.cost["params"]}
