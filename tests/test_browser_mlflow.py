@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from search.cli import experiment_url
+from search.cli.ui import experiment_url
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 if CHROMIUM is None:

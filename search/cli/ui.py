@@ -1,0 +1,91 @@
+"""`mentee ui` (the MLflow UI on 127.0.0.1, with the URL of the sweep's runs) and `mentee quickstart`
+(mentor, sweep, front and pick in one go, for a first look)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from search.cli._app import URI_HELP, _console, _friendly, _number, app
+from search.cli.front import pareto, pick
+from search.errors import UserError
+
+
+@app.command()
+@_friendly
+def ui(
+    tracking_uri: Optional[str] = typer.Option(None, help=URI_HELP),
+    port: int = typer.Option(5000, help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; only this machine can connect unless you "
+                                                "pass another (0.0.0.0 = every network: the UI has no login)."),
+    experiment: Optional[str] = typer.Option(None, help="Experiment (= space name) whose runs the printed URL "
+                                                        "opens; default: the latest sweep's."),
+):
+    """Start the MLflow UI for the tracking store on 127.0.0.1 (or --host); print the URL of the sweep's runs."""
+    from search.tracking import experiment_id, load_runs, resolve_uri, ui_command
+
+    if not 0 < port < 65536:
+        raise UserError(f"--port: expected 1..65535, got {port}")
+    uri = resolve_uri(tracking_uri)
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    if experiment is not None:
+        exp_id = experiment_id(uri, experiment)
+        if exp_id is None:
+            raise UserError(f"--experiment: no experiment '{experiment}' in {uri}")
+    else:  # the experiment of the latest mentee run, if the store has any
+        try:
+            runs = load_runs(uri)
+        except UserError:  # no store yet: the UI still starts
+            runs = None
+        exp_id = None if runs is None or runs.empty else str(runs.sort_values("start_time").experiment_id.iloc[-1])
+    argv = ui_command(uri, host=host, port=port)
+    typer.echo(f"MLflow UI on {base}  (Ctrl-C stops it)")
+    if exp_id is not None:
+        typer.echo(f"the sweep's runs: {experiment_url(base, exp_id)}")
+    os.execvp(argv[0], argv)
+
+
+def experiment_url(base: str, exp_id: str) -> str:
+    """The UI page of an experiment's training runs. MLflow 3.17's UI opens every experiment on its GenAI
+    overview unless the URL (or the browser's last choice) says `workflowType=machine_learning`; the
+    experiment tag `mlflow.experimentKind` alone no longer decides it."""
+    return f"{base}/#/experiments/{exp_id}?workflowType=machine_learning"
+
+
+@app.command()
+@_friendly
+def quickstart(
+    workdir: Path = typer.Option(Path("."), help="Where mentors/, mlflow.db and mentee-runs/ go."),
+    mentees: int = typer.Option(24, help="Mentees in the sweep (≥ 2, both arms: half independent)."),
+):
+    """Mentor on MNIST-1D, a small sweep, the Pareto front and a pick, all recorded in MLflow."""
+    from search.spaces import load_space
+    from search.sweep.run import run_sweep
+
+    _number("--mentees", mentees, low=2)  # before workdir is created
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.chdir(workdir)
+    space_file = Path(__file__).resolve().parents[2] / "spaces" / "quickstart.yaml"  # beside the package
+    sp = load_space(space_file)
+    sp = sp.model_copy(update={"budget": sp.budget.model_copy(update={"mentees": mentees})})
+    con = _console()
+    con.print(f"[bold]1/3[/] mentor: {sp.mentor.path} ({'loading' if Path(sp.mentor.path).exists() else 'training'})")
+    con.print(f"[bold]2/3[/] sweep of {mentees} mentees, half of them independent (Ray Tune + Optuna, recorded in "
+              f"MLflow); then its fronts again with {sp.budget.reevaluate_seeds} new seeds")
+    summary = run_sweep(sp, where=str(space_file))
+    typer.echo(f"sweep done in {summary.seconds:.0f} s: {summary.finished} finished, {summary.pruned} pruned")
+    con.print("[bold]3/3[/] the front and a pick")
+    # every option passed: called as functions, the commands would otherwise get typer's OptionInfo defaults
+    pareto(experiment=sp.name, tracking_uri=None, by="params", fmt="table", gains_too=True, device=None,
+           devices=None)
+    from search.tracking import load_runs, resolve_uri
+    df = load_runs(resolve_uri(None), sp.name)
+    median = int(df[(df.status == "finished") & df.reeval_of.isna()]["params"].median())
+    pick(max_params=str(median), max_bytes=None, max_macs=None, device=None, devices=None, experiment=sp.name,
+         tracking_uri=None, register=False)
+    typer.echo(f"browse every run: `mentee ui` in {Path.cwd()}, then open http://127.0.0.1:5000 "
+               f"→ experiment '{sp.name}' → the sweep's parent run lists one child run per mentee")
+
