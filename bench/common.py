@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from search.data import Splits, load_dataset
-from search.models import Mentor
+from search.mentors import Mentor
 from search.spaces import SearchSpace, load_space
 from search.train.cache import MentorCache
 from search.train.device import pick_device

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from search.data import load_dataset  # noqa: E402
-from search.models import load_mentor  # noqa: E402
+from search.mentors import load_mentor  # noqa: E402
 from search.pareto import arm_balance, mentorship_front  # noqa: E402
 from search.spaces import SearchSpace, load_space  # noqa: E402
 from search.sweep.run import run_sweep  # noqa: E402

@@ -9,6 +9,9 @@ and what was expected, e.g.::
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class UserError(Exception):
     """Bad input from the user: shown as one line, exit code 2."""
@@ -20,3 +23,9 @@ class TrainingDiverged(RuntimeError):
 
 class SweepInterrupted(Exception):
     """A sweep stopped before every mentee was recorded (Ctrl-C); `--resume` continues it."""
+
+
+def did_you_mean(name: str, options: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `options`, or nothing: the tail of a UserError."""
+    near = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean '{near[0]}'?)" if near else ""

@@ -1,40 +1,30 @@
-"""Mentee families, mentors and named taps.
+"""Mentee families and fused templates.
 
-A *family* turns an `ArchConfig` into an `nn.Module` (timm-style: one registry, one
-factory; add a family by writing one decorated function)::
+A *family* turns an `ArchConfig` into a `Mentee` (timm-style: one registry, one factory; add a
+family by writing one decorated function)::
 
     net = create_mentee(ArchConfig("conv1d", (8, 16)), input_shape=(1, 40), num_classes=10)
-    logits, feats = forward_with_taps(net, x, ["layer1", "layer2"])
+    logits, feats = forward_with_taps(net, x, ["layer1", "layer2"])   # search.taps
 
-Every family module lists its tap names in `net.taps` (layer outputs after the
-non-linearity, then `head`). Taps are read through forward hooks on dotted module
-names (torchdistill-style), so any `nn.Module` can be a mentor without editing its
-`forward`: a mentor is either one of our families trained by `mentee mentor train`
-(saved as spec + state dict) or `package.module:factory` plus a weights file.
+Every family module lists its tap names in `net.taps` (layer outputs after the non-linearity,
+then `head`). A fused group's template (`create_template`) is a family's model with a head at
+several depths (`Exits`), so members of mixed depth pad into one model. Taps and projections
+live in `search.taps`, a mentor and its file in `search.mentors`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import importlib
 import math
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from search.config import ArchConfig
-from search.errors import UserError
+from search.errors import UserError, did_you_mean
 
 __all__ = [
-    "register_family", "family_names", "create_mentee", "Mentee", "forward_with_taps", "tap_shapes",
-    "check_taps", "Mentor", "save_mentor", "load_mentor", "Projection", "logical_shapes",
+    "register_family", "family_names", "create_mentee", "Mentee", "logical_shapes",
     "create_template", "Exits", "exit_key", "centred_dims", "fuse_class", "step_cost",
 ]
 
@@ -59,17 +49,13 @@ def family_names() -> list[str]:
 
 def create_mentee(arch: ArchConfig, input_shape: Sequence[int], num_classes: int) -> Mentee:
     if arch.family not in _FAMILIES:
-        raise UserError(f"unknown mentee family '{arch.family}'{_closest(arch.family, _FAMILIES)}; "
+        raise UserError(f"unknown mentee family '{arch.family}'{did_you_mean(arch.family, _FAMILIES)}; "
                         f"expected one of {', '.join(family_names())}")
     if not arch.widths or any(w < 1 for w in arch.widths):
         raise UserError(f"family '{arch.family}': widths must be a non-empty list of integers ≥ 1, "
                         f"got {list(arch.widths)}")
     return _FAMILIES[arch.family](arch, tuple(input_shape), num_classes)
 
-
-def _closest(name: str, options) -> str:
-    near = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean '{near[0]}'?)" if near else ""
 
 
 class FlatHead(nn.Linear):
@@ -296,199 +282,3 @@ def logical_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
             shapes[f"{name}.weight" if name else "weight"] = (mod.out_features, *mod.layout)
     return shapes
 
-
-# ---------------------------------------------------------------------------- taps
-
-def _modules_by_name(model: nn.Module, names: Sequence[str], who: str) -> list[nn.Module]:
-    mods = dict(model.named_modules())
-    out = []
-    for n in names:
-        if n not in mods or n == "":
-            options = list(getattr(model, "taps", ())) or [k for k in mods if k]
-            raise UserError(f"{who}: no layer named '{n}'{_closest(n, options)}; "
-                            f"taps are {', '.join(options[:12])}")
-        out.append(mods[n])
-    return out
-
-
-def forward_with_taps(model: nn.Module, x: torch.Tensor, names: Sequence[str]
-                      ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Run `model(x)` and return its output plus the outputs of the named modules."""
-    if not names:
-        return model(x), []
-    store: dict[int, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda _m, _i, out, k=k: store.__setitem__(k, out))
-             for k, m in enumerate(_modules_by_name(model, names, "tap"))]
-    try:
-        out = model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return out, [store[k] for k in range(len(names))]
-
-
-def check_taps(model: nn.Module, names: Sequence[str], who: str) -> None:
-    _modules_by_name(model, names, who)
-
-
-@torch.no_grad()
-def tap_shapes(model: nn.Module, names: Sequence[str], input_shape: Sequence[int]) -> list[tuple[int, ...]]:
-    """Per-sample shape of each named tap (one forward pass on a zero sample, eval mode)."""
-    was = model.training
-    model.eval()
-    p = next(model.parameters(), None)
-    x = torch.zeros(1, *input_shape, device=p.device if p is not None else "cpu")
-    _, feats = forward_with_taps(model, x, names)
-    model.train(was)
-    return [tuple(f.shape[1:]) for f in feats]
-
-
-class Projection(nn.Module):
-    """Learned map from a mentee tap's shape to a mentor tap's shape (FitNets' regressor).
-
-    Channels meet through a 1×1 conv (or a Linear for vectors); spatial sizes meet by
-    adaptive average pooling (mentee larger) or interpolation (mentee smaller). When one
-    side is a vector and the other a map, the map is averaged over space first."""
-
-    def __init__(self, src: tuple[int, ...], dst: tuple[int, ...]):
-        super().__init__()
-        self.src, self.dst = src, dst
-        self.pool_src = len(src) > 1 and len(dst) == 1
-        self.pool_dst = len(dst) > 1 and len(src) == 1  # target averaged in `target()`
-        if len(src) == 1 or len(dst) == 1:
-            self.map: nn.Module = nn.Linear(src[0], dst[0])
-        else:
-            self.map = (nn.Conv1d if len(src) == 2 else nn.Conv2d)(src[0], dst[0], 1)
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        if self.pool_src:
-            f = f.flatten(2).mean(2)
-        size = tuple(self.dst[1:])
-        if f.dim() > 2 and tuple(f.shape[2:]) != size and all(a >= b for a, b in zip(f.shape[2:], size)):
-            # pool before the 1×1 map: both are linear and pooling weights sum to 1 (the bias passes
-            # through), so they commute, and the map then runs at the mentor's smaller size. A mentee
-            # tap of 40 positions mapped to 128 mentor channels was most of a tiny mentee's step.
-            f = F.adaptive_avg_pool1d(f, size[0]) if f.dim() == 3 else F.adaptive_avg_pool2d(f, (size[0], size[1]))
-        f = self.map(f)
-        if f.dim() > 2 and tuple(f.shape[2:]) != size:  # mentee smaller: map first, then interpolate
-            f = F.interpolate(f, size=size, mode="linear" if f.dim() == 3 else "bilinear", align_corners=False)
-        return f
-
-    def target(self, t: torch.Tensor) -> torch.Tensor:
-        """Mentor feature reduced to what this projection produces."""
-        return t.flatten(2).mean(2) if self.pool_dst else t
-
-
-# --------------------------------------------------------------------------- mentors
-
-MENTOR_FORMAT = "mentee-search/mentor-v1"
-
-
-@dataclass
-class Mentor:
-    """A trained network plus the names of its taps. `spec` says how to rebuild it."""
-
-    model: nn.Module
-    taps: tuple[str, ...]
-    input_shape: tuple[int, ...]
-    num_classes: int
-    spec: dict[str, Any]
-
-    def tap_shapes(self, names: Sequence[str]) -> list[tuple[int, ...]]:
-        return tap_shapes(self.model, names, self.input_shape)
-
-
-def save_mentor(path: str | Path, model: nn.Module, arch: ArchConfig, *, dataset: str,
-                input_shape: Sequence[int], num_classes: int, metrics: dict[str, float]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {"format": MENTOR_FORMAT, "arch": dataclasses.asdict(arch), "dataset": dataset,
-            "input_shape": list(input_shape), "num_classes": num_classes, "metrics": dict(metrics),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)  # never leave a half-written mentor behind
-    return path
-
-
-def _load_weights(path: Path) -> Any:
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory; expected a mentor weights file (.pt)")
-    if not path.is_file():
-        raise UserError(f"{path}: mentor weights file not found")
-    try:
-        with warnings.catch_warnings():  # torch warns about the pickle protocol before refusing: noise
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and unpickling-policy errors all mean "not weights"
-        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: not a PyTorch weights file ({first})") from None
-
-
-def _load_state(model: nn.Module, state: Any, path: Path) -> None:
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{path}: expected a state dict (name → tensor)")
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    extra = [k for k in state if k not in own]
-    if missing or extra:
-        raise UserError(f"{path}: weights do not match the mentor: missing {missing[:3]}, unexpected {extra[:3]}")
-    for k, v in own.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise UserError(f"{path}: weight '{k}' has shape {tuple(state[k].shape)}, "
-                            f"the mentor expects {tuple(v.shape)}")
-        # A NaN weight makes every mentor feature NaN: each mentored mentee would diverge mid-sweep.
-        if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all()):
-            raise UserError(f"{path}: weight '{k}' holds NaN or inf; expected a trained mentor's finite weights")
-    model.load_state_dict(state)
-
-
-def load_mentor(path: str | Path, *, factory: str | None = None, taps: Sequence[str] | None = None,
-                input_shape: Sequence[int] | None = None, num_classes: int | None = None) -> Mentor:
-    """Load a mentor saved by `save_mentor`, or build `package.module:factory` and load
-    plain weights into it (then `taps`, `input_shape` and `num_classes` are required)."""
-    path = Path(path)
-    blob = _load_weights(path)
-    if factory is None:
-        if not isinstance(blob, dict) or blob.get("format") != MENTOR_FORMAT:
-            raise UserError(f"{path}: not a mentor saved by `mentee mentor train` "
-                            f"(for your own network pass --factory package.module:function)")
-        try:  # a damaged or hand-made file: a missing key or a wrong type is the file's fault, not a bug
-            arch = ArchConfig(**{**blob["arch"], "widths": tuple(int(w) for w in blob["arch"]["widths"])})
-            shape, nc = tuple(int(d) for d in blob["input_shape"]), int(blob["num_classes"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise UserError(f"{path}: mentor file has a missing or malformed 'arch', 'input_shape' or "
-                            f"'num_classes' ({type(e).__name__}: {e}); save it again with `mentee mentor train`"
-                            ) from None
-        model = create_mentee(arch, shape, nc)
-        _load_state(model, blob.get("state_dict"), path)
-        names = tuple(taps) if taps else tuple(model.taps)
-        check_taps(model, names, f"{path}")
-        spec = {"kind": "family", "arch": blob["arch"], "dataset": blob.get("dataset"),
-                "metrics": blob.get("metrics", {})}
-        return Mentor(model.eval(), names, shape, nc, spec)
-    if not taps or input_shape is None or num_classes is None:
-        raise UserError("--factory needs taps, the input shape and the number of classes")
-    net = _build_factory(factory)
-    state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
-    _load_state(net, state, path)
-    check_taps(net, taps, f"mentor {factory}")
-    spec = {"kind": "factory", "factory": factory}
-    return Mentor(net.eval(), tuple(taps), tuple(input_shape), int(num_classes), spec)
-
-
-def _build_factory(factory: str) -> nn.Module:
-    mod_name, _, fn_name = factory.partition(":")
-    if not mod_name or not fn_name:
-        raise UserError(f"mentor factory '{factory}': expected 'package.module:function'")
-    try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
-    except (ImportError, AttributeError) as e:
-        raise UserError(f"mentor factory '{factory}': {e}") from None
-    if not callable(fn):  # e.g. `os:sep`: calling it would be a TypeError traceback
-        raise UserError(f"mentor factory '{factory}': '{fn_name}' is a {type(fn).__name__}, not callable; "
-                        "expected a function that returns an nn.Module")
-    model = fn()
-    if not isinstance(model, nn.Module):
-        raise UserError(f"mentor factory '{factory}' returned {type(model).__name__}, expected an nn.Module")
-    return model

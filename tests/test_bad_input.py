@@ -31,7 +31,8 @@ from typer.testing import CliRunner
 from search.cli import app
 from search.config import ArchConfig
 from search.errors import UserError
-from search.models import create_mentee, load_mentor, save_mentor
+from search.mentors import load_mentor, save_mentor
+from search.models import create_mentee
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "unpickled-marker"  # the file a malicious pickle creates when something unpickles it unsafely

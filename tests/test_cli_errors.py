@@ -68,7 +68,8 @@ SPACE = {"name": "bad", "dataset": {"name": "mnist1d", "n_samples": 300},
 
 def _truncated_mentor(path: Path) -> None:
     from search.config import ArchConfig
-    from search.models import create_mentee, save_mentor
+    from search.mentors import save_mentor
+    from search.models import create_mentee
 
     arch = ArchConfig("conv1d", (8, 8, 8), 5, True)
     save_mentor(path, create_mentee(arch, (1, 40), 10), arch, dataset="mnist1d", input_shape=(1, 40),

@@ -20,9 +20,10 @@ import torch
 from search.config import ArchConfig, TrialPayload
 from search.data import Splits, load_dataset
 from search.errors import UserError
-from search.models import create_mentee, tap_shapes
+from search.models import create_mentee
 from search.spaces import SearchSpace, largest
 from search.sweep.target import check_space, int_values
+from search.taps import tap_shapes
 from search.train.losses import TERMS
 from search.train.trial import splits_to_arrays
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from search.models import Mentor, forward_with_taps
+from search.mentors import Mentor
+from search.taps import forward_with_taps
 
 __all__ = ["MentorCache"]
 

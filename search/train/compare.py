@@ -17,7 +17,8 @@ from typing import Any
 from search.config import ArchConfig, MemberConfig, TermConfig, TrainConfig
 from search.data import Splits
 from search.errors import TrainingDiverged, UserError
-from search.models import check_taps, create_mentee
+from search.models import create_mentee
+from search.taps import check_taps
 from search.train.cache import MentorCache
 from search.train.cohort import train_cohort
 from search.train.device import pick_device

@@ -34,7 +34,8 @@ from search.config import ArchConfig
 from search.data import Splits
 from search.errors import TrainingDiverged, UserError
 from search.measure import count_params
-from search.models import Mentor, create_mentee, save_mentor
+from search.mentors import Mentor, save_mentor
+from search.models import create_mentee
 from search.train.device import autocast
 from search.train.optim import lr_factor
 

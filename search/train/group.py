@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from search.config import MemberConfig, TermConfig
 from search.data import Splits
-from search.models import forward_with_taps
+from search.taps import forward_with_taps
 from search.train.cache import MentorCache
 from search.train.device import autocast
 from search.train.layout import MAX_GROUPS, Layout, MenteeWithTerms, build_member, plan_groups, template_of

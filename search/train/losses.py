@@ -29,8 +29,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from search.config import LABEL_TERM, TermConfig
-from search.models import Projection
 from search.spaces import NonNegativeNum, PositiveNum, Range
+from search.taps import Projection
 from search.train.optim import SCHEDULES  # the loss-weight schedules the fused step computes (params["schedule"])
 
 __all__ = ["TERMS", "METRICS", "SCHEDULES", "LossTerm", "register_term", "register_metric", "describe_terms",

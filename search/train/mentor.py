@@ -15,7 +15,8 @@ from pathlib import Path
 from search.config import ArchConfig, MemberConfig, Status, TrainConfig
 from search.data import Splits
 from search.errors import TrainingDiverged, UserError
-from search.models import Mentor, create_mentee, load_mentor, save_mentor
+from search.mentors import Mentor, load_mentor, save_mentor
+from search.models import create_mentee
 from search.train.cohort import train_cohort
 
 __all__ = ["train_mentor", "ensure_mentor", "mentor_from_spec"]

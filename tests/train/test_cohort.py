@@ -3,7 +3,7 @@ import torch
 from torch.nn import functional as F
 
 from search.config import ArchConfig, MemberConfig, TermConfig, TrainConfig
-from search.models import forward_with_taps
+from search.taps import forward_with_taps
 from search.train.cache import MentorCache
 from search.train.cohort import train_cohort
 from search.train.losses import TERMS

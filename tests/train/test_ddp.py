@@ -12,7 +12,7 @@ import torch
 
 from search.config import ArchConfig
 from search.errors import UserError
-from search.models import load_mentor
+from search.mentors import load_mentor
 from search.train.ddp import train_mentor_ddp
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,8 +3,9 @@
 import torch
 
 from search.config import ArchConfig
-from search.models import forward_with_taps, load_mentor
+from search.mentors import load_mentor
 from search.spaces import MentorArch, MentorSpec
+from search.taps import forward_with_taps
 from search.train.mentor import ensure_mentor, mentor_from_spec, train_mentor
 
 
