@@ -7,12 +7,25 @@ cohorts, Optuna chooses what to try, MLflow records accuracy against size and co
     from search.sweep.run import run_sweep
     summary = run_sweep(load_space("spaces/mnist1d.yaml"))
 
-Modules (one job each): spaces (YAML → SearchSpace), data (datasets), models (mentee
-families, mentors, taps), distill (loss, mentor cache, fused cohort training), mentor
-(train or load), measure (cost), trial (what a Ray trial runs), tune (the sweep
-driver), tracking (MLflow), pareto (fronts, budgets, gains), export (ONNX /
-TorchScript), cli (the `mentee` command). Submodules are imported on use, so the CLI
-starts fast.
+Modules (one job each; submodules are imported on use, so the CLI starts fast):
+
+    config     the contracts every room shares: MemberConfig, CohortSpec, TrialPayload, results
+    spaces     YAML → a validated SearchSpace
+    data       datasets, split once by a seed
+    models     mentee families (a registry) and fused groups' templates
+    taps       layers read by name through forward hooks; projections between tap shapes
+    mentors    a mentor (network + taps) and its file: save_mentor, load_mentor
+    measure    params, weight bytes, SRAM, MACs, latency
+    devices    device profiles and their budgets
+    pareto     fronts, budgets, pick, mentorship gains
+    dashboard  the offline HTML dashboard
+    export     ONNX (int8) and TorchScript, checked against the torch model
+    progress   a progress bar, quiet off a terminal
+    errors     UserError (one line, exit 2) and the other exceptions a user sees
+    train/     THE TRIAL SIDE (torch only): loss terms, mentor cache, fused cohorts, the Ray trial
+    sweep/     THE DRIVER SIDE (never trains): Optuna, plan, driver, Ray Tune glue, resume, run_sweep
+    tracking/  MLflow: the writer, reading back, the model registry, the journal
+    cli/       the `mentee` command, one module a group of commands (mentor, sweep, front, ui)
 """
 
 __version__ = "0.1.0"
