@@ -57,7 +57,6 @@ def create_mentee(arch: ArchConfig, input_shape: Sequence[int], num_classes: int
     return _FAMILIES[arch.family](arch, tuple(input_shape), num_classes)
 
 
-
 class FlatHead(nn.Linear):
     """Flatten + Linear that remembers the (channels, *spatial) layout of its input.
 
