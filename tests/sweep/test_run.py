@@ -297,12 +297,15 @@ def _session_pids(sid: int) -> list[int]:
 
 
 def _logged_members(db: Path) -> int:
-    """Child runs the driver has tagged so far, read straight from the sqlite file (read-only,
+    """Child runs the driver has tagged and ended so far, read straight from the sqlite file (read-only,
     and cheap enough to poll: a reader that opened the store through MLflow while the driver
-    is still creating it would run MLflow's schema migrations concurrently with the driver's)."""
+    is still creating it would run MLflow's schema migrations concurrently with the driver's).
+    Ended, not just tagged: a kill between a run's tags and its end leaves it RUNNING, and the test
+    needs two runs that were logged whole before the kill."""
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-            return c.execute("select count(*) from tags where key = 'mentee.member_id'").fetchone()[0]
+            return c.execute("select count(*) from tags t join runs r on r.run_uuid = t.run_uuid "
+                             "where t.key = 'mentee.member_id' and r.status != 'RUNNING'").fetchone()[0]
     except sqlite3.Error:  # no file yet, or no tables yet
         return 0
 
