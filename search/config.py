@@ -21,15 +21,17 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 __all__ = ["ArchConfig", "TermConfig", "TrainConfig", "MemberConfig", "MemberResult", "Status", "WorkKind",
-           "WorkItem", "CohortSpec", "TrialPayload", "CohortReport", "COST_AXES", "LABEL_TERM"]
+           "WorkItem", "CohortSpec", "TrialPayload", "CohortReport", "COST_AXES", "CostAxis",
+           "LABEL_TERM"]
 
 # The cost axes a front can be drawn on; every cost dict has these keys, in this order.
-COST_AXES = ("params", "bytes_fp32", "bytes_int8", "sram_fp32", "sram_int8", "macs")
+CostAxis = Literal["params", "bytes_fp32", "bytes_int8", "sram_fp32", "sram_int8", "macs"]
+COST_AXES: tuple[str, ...] = get_args(CostAxis)
 
 # The one loss term that needs no mentor. Every other registered term is a *mentor term*
 # (`search.train.losses` checks this when a term registers).

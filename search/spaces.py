@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from search.config import COST_AXES, ArchConfig
+from search.config import ArchConfig, CostAxis
 from search.errors import UserError
 
 __all__ = ["SearchSpace", "Range", "load_space", "parse_space", "space_hash", "choices_of", "largest"]
@@ -168,7 +168,7 @@ class SearchSpace(_Model):
     # with its own section; the label term `ce` is always there
     terms: dict[str, Any] = Field(default={"ce": {}, "hint": {}}, validate_default=True)
     train: TrainSpec = TrainSpec()
-    objectives: list[Literal[COST_AXES]] = ["params"]  # type: ignore[valid-type]
+    objectives: list[CostAxis] = ["params"]
     budget: Budget = Budget()
     sampler: Literal["tpe", "random", "nsga2"] = "tpe"
     # your own device profiles (YAML, as spaces/devices.yaml), added to the shipped ones; `--devices` sets it

@@ -88,8 +88,8 @@ class Driver:
     requeues: Counter = field(default_factory=Counter)  # member id → times queued again
     in_flight: int = 0  # cohorts handed to Ray Tune and not yet recorded or lost
     item_tags: dict[str, dict[str, str]] = field(default_factory=dict)  # member id → extra MLflow tags
-    arms: ArmBalance = None  # type: ignore[assignment]  # independent and mentored asks, paired (suggest.py)
-    writer: _Writer = None  # type: ignore[assignment]
+    arms: ArmBalance = field(init=False)  # independent and mentored asks, paired (suggest.py)
+    writer: _Writer = field(init=False)
     journal: ResultJournal | None = None  # results kept on disk until MLflow has them (outages, kills)
 
     def __post_init__(self) -> None:
