@@ -11,6 +11,7 @@ Modules (one job each; submodules are imported on use, so the CLI starts fast):
 
     config     the contracts every room shares: MemberConfig, CohortSpec, TrialPayload, results
     spaces     YAML → a validated SearchSpace
+    safe_yaml  YAML read bounded (nesting, aliases) and plain-data only: spaces and device files
     data       datasets, split once by a seed
     models     mentee families (a registry) and fused groups' templates
     taps       layers read by name through forward hooks; projections between tap shapes

@@ -43,10 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from search.errors import UserError
-from search.spaces import _read_yaml
+from search.safe_yaml import read_yaml
 
 __all__ = ["AXES", "Budget", "BudgetMiss", "DeviceProfile", "load_devices", "get_device", "format_cost",
            "SHIPPED_DEVICES"]
@@ -256,18 +254,10 @@ def _read(path: Path) -> dict[str, DeviceProfile]:
         raise UserError(f"{path}: {path.stat().st_size:,} bytes; a device file is at most "
                         f"{MAX_DEVICE_FILE_BYTES:,} bytes")
     try:
-        # the space loader's reader: deep nesting or an alias bomb is one line, not a RecursionError
-        data = _read_yaml(path, path.read_text(encoding="utf-8"))
-    except UserError as e:
-        raise UserError(str(e).replace("a space like spaces/mnist1d.yaml", "a device file like spaces/devices.yaml")
-                        ) from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text (byte {e.start}); expected a YAML device file") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{path}: malformed YAML{where}: {problem}") from None
+    data = read_yaml(path, text, like="a device file like spaces/devices.yaml")
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of device names to profiles, got "
                         f"{'an empty file' if data is None else _got(data)}")

@@ -19,11 +19,11 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from search.config import ArchConfig, CostAxis
 from search.errors import UserError
+from search.safe_yaml import read_yaml
 
 __all__ = ["SearchSpace", "Range", "load_space", "parse_space", "space_hash", "choices_of", "largest"]
 
@@ -316,63 +316,8 @@ def parse_space(data: Any, path: str = "<space>", *, devices: str | Path | None 
     return space
 
 
-# A space is a page of YAML. These caps turn a wrong file, or a hostile one, into one line of error
-# instead of a hang, an out-of-memory or a RecursionError traceback.
+# A space is a page of YAML: a bigger file is a wrong file (read_yaml caps nesting and aliases).
 MAX_SPACE_BYTES = 1 << 20  # 1 MiB
-MAX_SPACE_DEPTH = 32  # nested lists/mappings; a real space nests 4 deep
-MAX_SPACE_NODES = 100_000  # values once aliases are expanded ("billion laughs" has 10^9)
-
-
-# yaml.safe_load's loader (plain data only, never Python objects), in libyaml's C build where there is one:
-# the pure-Python parser needs ~15 s for a 1 MiB file on a small CPU.
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _read_yaml(p: Path, text: str) -> Any:
-    # yaml.safe_load in three steps, so the checks run before anything is built. The parser keeps its own
-    # stack, but the composer and constructor recurse once per nesting level: check the events first.
-    depth = events = 0
-    for event in yaml.parse(text, Loader=_SafeLoader):
-        events += 1
-        if events > 2 * MAX_SPACE_NODES:  # stop early: this many events are more values than allowed
-            raise UserError(f"{p}: more than {MAX_SPACE_NODES:,} values; expected a space like spaces/mnist1d.yaml")
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_SPACE_DEPTH:
-                raise UserError(f"{p}: nested more than {MAX_SPACE_DEPTH} levels deep at line "
-                                f"{event.start_mark.line + 1}; expected a space like spaces/mnist1d.yaml")
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
-    loader = _SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        # An alias shares its anchor's node, so a few lines can stand for 10^9 values or a deep chain:
-        # measure what the nodes expand to (memoised, a bomb takes a few steps) before the constructor
-        # and pydantic walk every copy.
-        memo: dict[int, tuple[int, int]] = {}  # id(node) → (values, levels of nesting) with aliases expanded
-
-        def expand(n: yaml.Node, above: int) -> tuple[int, int]:  # `above`: lists/mappings around n
-            if id(n) not in memo and above <= MAX_SPACE_DEPTH:
-                memo[id(n)] = (MAX_SPACE_NODES + 1, 0)  # a node that contains itself expands without end
-                kids = [x for kv in n.value for x in kv] if isinstance(n, yaml.MappingNode) else \
-                    n.value if isinstance(n, yaml.SequenceNode) else []
-                sub = [expand(k, above + 1) for k in kids]
-                levels = 1 + max((lv for _, lv in sub), default=0) if isinstance(n, yaml.CollectionNode) else 0
-                memo[id(n)] = (1 + sum(v for v, _ in sub), levels)
-            values, levels = memo.get(id(n), (0, 1))  # not expanded (already too deep): one level more, raises
-            if above + levels > MAX_SPACE_DEPTH:
-                raise UserError(f"{p}: nested more than {MAX_SPACE_DEPTH} levels deep once its aliases (*name) "
-                                "are expanded; expected a space like spaces/mnist1d.yaml")
-            if values > MAX_SPACE_NODES:
-                raise UserError(f"{p}: more than {MAX_SPACE_NODES:,} values once its aliases (*name) are "
-                                "expanded; expected a space like spaces/mnist1d.yaml")
-            return values, levels
-
-        if node is not None:
-            expand(node, 0)
-        return None if node is None else loader.construct_document(node)
-    finally:
-        loader.dispose()
 
 
 def load_space(path: str | Path, *, devices: str | Path | None = None) -> SearchSpace:
@@ -389,13 +334,7 @@ def load_space(path: str | Path, *, devices: str | Path | None = None) -> Search
         raise UserError(f"{p}: not UTF-8 text (byte {e.start}); expected a YAML space file") from None
     except OSError as e:
         raise UserError(f"{p}: cannot read ({e.strerror or e}); expected a readable YAML space file") from None
-    try:
-        data = _read_yaml(p, text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{p}: malformed YAML{where}: {problem}") from None
+    data = read_yaml(p, text, like="a space like spaces/mnist1d.yaml")
     if data is None:  # empty, or only comments: surely not the file the user meant
         raise UserError(f"{p}: no keys (the file is empty or only comments); expected a space like "
                         "spaces/mnist1d.yaml")
