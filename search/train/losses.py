@@ -255,6 +255,18 @@ def _tap_terms(cls: type[LossTerm[Any]], section: _TapSpace, pick: Pick, depth: 
     return out
 
 
+class _TapToTap(LossTerm[_Space]):
+    """A term between one mentee tap (`student`) and one mentor tap (`teacher`)."""
+
+    @classmethod
+    def student_taps(cls, params):
+        return (params["student"],)
+
+    @classmethod
+    def mentor_taps(cls, params):
+        return (params["teacher"],)
+
+
 class _HintSpace(_TapSpace):
     metric: Union[str, list[str]] = "rmse"
 
@@ -268,7 +280,7 @@ class _HintSpace(_TapSpace):
 
 
 @register_term("hint")
-class Hint(LossTerm[_HintSpace]):
+class Hint(_TapToTap[_HintSpace]):
     """FitNets / Venkatesan & Li: a learned projection of a mentee tap is pulled towards a
     mentor tap by a metric (RMSE by default)."""
 
@@ -279,14 +291,6 @@ class Hint(LossTerm[_HintSpace]):
     def suggest(cls, section: _HintSpace, pick: Pick, depth: int) -> list[TermConfig]:
         return _tap_terms(cls, section, pick, depth, "hint", lambda tap: {"metric": pick(f"hint.metric.{tap}",
                                                                                           section.metric)})
-
-    @classmethod
-    def student_taps(cls, params):
-        return (params["student"],)
-
-    @classmethod
-    def mentor_taps(cls, params):
-        return (params["teacher"],)
 
     @classmethod
     def describe(cls, t):
@@ -345,7 +349,7 @@ class _AttentionSpace(_TapSpace):
 
 
 @register_term("attention")
-class AttentionTransfer(LossTerm[_AttentionSpace]):
+class AttentionTransfer(_TapToTap[_AttentionSpace]):
     """Zagoruyko & Komodakis 2017: match where the mentee and the mentor look. A tap's
     attention map is Σ_c |F_c|² (so channel counts may differ), flattened and L2-normalised;
     the loss is the L2 distance of the two maps, the mentee's resized to the mentor's. No
@@ -360,14 +364,6 @@ class AttentionTransfer(LossTerm[_AttentionSpace]):
         if not pick("attention", section.enabled):
             return []
         return _tap_terms(cls, section, pick, depth, "attention", lambda tap: {})
-
-    @classmethod
-    def student_taps(cls, params):
-        return (params["student"],)
-
-    @classmethod
-    def mentor_taps(cls, params):
-        return (params["teacher"],)
 
     @classmethod
     def describe(cls, t):
