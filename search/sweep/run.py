@@ -184,6 +184,12 @@ def connect_ray(address: str | None) -> dict[str, float]:
 def _tuner(plan, payload, driver: Driver, storage: str, name: str):
     from ray import tune
 
+    # Tune's own experiment snapshot (for Tuner.restore) is never read: resume replays the journal
+    # and Optuna's journal. Its periodic background copy also races Tune's next snapshot write
+    # (the copy lists a temporary file the write then renames: a logged FileNotFoundError, seen
+    # under load). Snapshot once at the start and once at the end, never in between.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(10**9))
+
     trainable = tune.with_resources(tune.with_parameters(cohort_trainable, payload=payload),
                                     {"cpu": plan.space.budget.cpus_per_trial, "gpu": plan.gpus_per_trial})
     return tune.Tuner(

@@ -57,7 +57,9 @@ def _wait(cond, timeout: float, what: str, proc: subprocess.Popen | None = None)
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
-            pytest.fail(f"{what}: not within {timeout:g} s" + (f" (exit {proc.returncode})" if proc else ""))
+            died = proc is not None and proc.poll() is not None
+            tail = f" (exit {proc.returncode}):\n{proc.stderr.read()[-3000:]}" if died and proc.stderr else ""
+            pytest.fail(f"{what}: not within {timeout:g} s{tail}")
         time.sleep(0.1)
 
 
