@@ -45,8 +45,9 @@ def recorder_callback(driver: Driver):
     return Recorder(driver)
 
 
-def cohort_searcher(driver: Driver):
-    from ray.tune.search import Searcher
+def cohort_searcher(driver: Driver, concurrency: int):
+    """The search algorithm for Tune: cohorts from the driver, at most `concurrency` at once."""
+    from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
     class CohortSearcher(Searcher):
         """Each Ray trial's config is a whole cohort, asked from Optuna in one batch."""
@@ -69,4 +70,13 @@ def cohort_searcher(driver: Driver):
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             pass  # the Recorder callback tells Optuna: it also has the checkpoint with the weights
 
-    return CohortSearcher(driver)
+    class Unsnapshotted(SearchGenerator):
+        """Writes no searcher snapshot: resume replays the driver's journal and Optuna's, never
+        Tune's files. Tune's own snapshot would be a temporary file renamed into place while Tune's
+        background copy of the same folder may be listing it: a logged FileNotFoundError traceback
+        when a tuner starts and ends within moments (a resumed or re-evaluation sweep)."""
+
+        def save_to_dir(self, dirpath: str, session_str: str) -> None:
+            pass
+
+    return Unsnapshotted(ConcurrencyLimiter(CohortSearcher(driver), max_concurrent=concurrency))

@@ -184,18 +184,12 @@ def connect_ray(address: str | None) -> dict[str, float]:
 def _tuner(plan, payload, driver: Driver, storage: str, name: str):
     from ray import tune
 
-    # Tune's own experiment snapshot (for Tuner.restore) is never read: resume replays the journal
-    # and Optuna's journal. Its periodic background copy also races Tune's next snapshot write
-    # (the copy lists a temporary file the write then renames: a logged FileNotFoundError, seen
-    # under load). Snapshot once at the start and once at the end, never in between.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(10**9))
-
     trainable = tune.with_resources(tune.with_parameters(cohort_trainable, payload=payload),
                                     {"cpu": plan.space.budget.cpus_per_trial, "gpu": plan.gpus_per_trial})
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=cohort_searcher(driver), num_samples=-1,
-                                    max_concurrent_trials=plan.concurrency, reuse_actors=True,
+        tune_config=tune.TuneConfig(search_alg=cohort_searcher(driver, plan.concurrency), num_samples=-1,
+                                    reuse_actors=True,
                                     trial_dirname_creator=lambda t: f"cohort-{t.trial_id}",
                                     trial_name_creator=lambda t: f"cohort-{t.trial_id}"),
         # a trial whose process or node dies is restarted up to 2 times by Tune; after that the

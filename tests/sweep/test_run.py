@@ -149,6 +149,9 @@ def test_tiny_sweep_end_to_end(tiny):
     n_train = len(load_dataset("mnist1d", n_samples=N_SAMPLES, seed=0).x_train)
     assert s.mentee_samples == pytest.approx(runs.epochs_run.sum() * n_train)
     assert s.seconds > 0 and s.tracking_uri == tiny["uri"]
+    # Tune snapshots no searcher state (resume never reads it; writing it raced Tune's own copy of it)
+    assert (tiny["tmp"] / "runs" / "tiny" / "ray").is_dir()
+    assert not list((tiny["tmp"] / "runs").rglob("*search_gen_state*"))
 
     # One child run per planned member, under the parent; the budget rule is exact.
     assert (runs.parent_run_id == s.parent_run_id).all()
