@@ -173,6 +173,7 @@ class MemberResult:
     train_seconds: float = 0.0  # the cohort's training wall time divided among its members
     state_dict: dict[str, Any] | None = None  # the mentee's weights on the CPU (travel apart: a checkpoint)
     error: str | None = None
+    snapshots: dict[int, dict[str, Any]] = field(default_factory=dict)  # epoch → weights (train_cohort's snapshot_at)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe, without the weights."""

@@ -7,6 +7,10 @@ state dict by `save_mentor`) or `package.module:factory` plus a weights file::
     mentor = load_mentor("w.pt", factory="mypkg.nets:big", taps=["features.3"], input_shape=(1, 40),
                          num_classes=10)
     mentor.tap_shapes(["layer3"])
+    early = load_mentor("mentors/mnist1d.pt", version="epoch20")   # a checkpoint kept in the same file
+
+A file saved with `checkpoints` (`mentor.checkpoints` of a space: the weights at the end of
+some epochs of the mentor's training) holds them beside the final weights, by version name.
 
 Weights load with `weights_only=True`; every way a file can be wrong is a one-line UserError.
 """
@@ -49,12 +53,16 @@ class Mentor:
 
 
 def save_mentor(path: str | Path, model: nn.Module, arch: ArchConfig, *, dataset: str,
-                input_shape: Sequence[int], num_classes: int, metrics: dict[str, float]) -> Path:
+                input_shape: Sequence[int], num_classes: int, metrics: dict[str, float],
+                checkpoints: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+    """`checkpoints`: other versions of the same network by name (`epoch20`), as state dicts."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"format": MENTOR_FORMAT, "arch": dataclasses.asdict(arch), "dataset": dataset,
             "input_shape": list(input_shape), "num_classes": num_classes, "metrics": dict(metrics),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    if checkpoints:  # absent otherwise: files without checkpoints stay byte-for-byte what they were
+        blob["checkpoints"] = {name: {k: v.detach().cpu() for k, v in sd.items()} for name, sd in checkpoints.items()}
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(blob, tmp)
     tmp.replace(path)  # never leave a half-written mentor behind
@@ -94,11 +102,18 @@ def _load_state(model: nn.Module, state: Any, path: Path) -> None:
 
 
 def load_mentor(path: str | Path, *, factory: str | None = None, taps: Sequence[str] | None = None,
-                input_shape: Sequence[int] | None = None, num_classes: int | None = None) -> Mentor:
+                input_shape: Sequence[int] | None = None, num_classes: int | None = None,
+                version: str | None = None) -> Mentor:
     """Load a mentor saved by `save_mentor`, or build `package.module:factory` and load
-    plain weights into it (then `taps`, `input_shape` and `num_classes` are required)."""
+    plain weights into it (then `taps`, `input_shape` and `num_classes` are required).
+    `version`: one of the file's checkpoints (`epoch20`) instead of the final weights."""
     path = Path(path)
     blob = _load_weights(path)
+    if version == "final":
+        version = None
+    if version is not None and factory is not None:
+        raise UserError(f"{path}: mentor version '{version}' asked of a factory mentor; only a mentor saved by "
+                        "`mentee mentor train` or a sweep holds checkpoints")
     if factory is None:
         if not isinstance(blob, dict) or blob.get("format") != MENTOR_FORMAT:
             raise UserError(f"{path}: not a mentor saved by `mentee mentor train` "
@@ -111,11 +126,19 @@ def load_mentor(path: str | Path, *, factory: str | None = None, taps: Sequence[
                             f"'num_classes' ({type(e).__name__}: {e}); save it again with `mentee mentor train`"
                             ) from None
         model = create_mentee(arch, shape, nc)
-        _load_state(model, blob.get("state_dict"), path)
+        versions = blob.get("checkpoints") or {}
+        if not isinstance(versions, dict):
+            raise UserError(f"{path}: 'checkpoints' is a {type(versions).__name__}; expected a mapping of version "
+                            "names to state dicts")
+        if version is not None and version not in versions:
+            raise UserError(f"{path}: no mentor version '{version}' in this file; it holds: "
+                            f"{', '.join(['final', *versions])}")
+        _load_state(model, blob.get("state_dict") if version is None else versions[version], path)
         names = tuple(taps) if taps else tuple(model.taps)
         check_taps(model, names, f"{path}")
         spec = {"kind": "family", "arch": blob["arch"], "dataset": blob.get("dataset"),
-                "metrics": blob.get("metrics", {})}
+                "metrics": blob.get("metrics", {}), "versions": ["final", *versions],
+                "version": version or "final"}
         return Mentor(model.eval(), names, shape, nc, spec)
     if not taps or input_shape is None or num_classes is None:
         raise UserError("--factory needs taps, the input shape and the number of classes")

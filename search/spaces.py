@@ -25,7 +25,8 @@ from search.config import ArchConfig, CostAxis
 from search.errors import UserError
 from search.safe_yaml import read_yaml
 
-__all__ = ["SearchSpace", "Range", "load_space", "parse_space", "space_hash", "choices_of", "largest"]
+__all__ = ["SearchSpace", "Range", "load_space", "parse_space", "space_hash", "choices_of", "largest", "MentorSpec",
+           "AssistantSpec", "FINAL", "ASSISTANT", "checkpoint_name"]
 
 
 class _Model(BaseModel):
@@ -84,26 +85,54 @@ class DatasetSpec(_Model):
     seed: int = Field(default=0, ge=0, lt=2**32)  # numpy and mnist1d take 32-bit unsigned seeds
 
 
+def _widths(v: list[int]) -> list[int]:
+    if not v or any(w < 1 for w in v):
+        raise ValueError("widths must be a non-empty list of integers ≥ 1")
+    return v
+
+
 class MentorArch(_Model):
     family: str = "conv1d"
     widths: list[int] = [64, 128, 128, 128]
     kernel: int = Field(default=5, ge=1)
     batch_norm: bool = True
 
-    @field_validator("widths")
-    @classmethod
-    def _widths(cls, v: list[int]) -> list[int]:
-        if not v or any(w < 1 for w in v):
-            raise ValueError("widths must be a non-empty list of integers ≥ 1")
-        return v
-
+    _w = field_validator("widths")(_widths)
 
     def config(self) -> ArchConfig:
         return ArchConfig(self.family, tuple(self.widths), self.kernel, self.batch_norm)
 
 
+FINAL = "final"  # the trained mentor itself, as a teacher (`mentor.teacher`)
+ASSISTANT = "assistant"  # the teacher assistant (`mentor.assistant`)
+
+
+def checkpoint_name(epoch: int) -> str:
+    """The mentor version kept at the end of `epoch` (`mentor.checkpoints`): `epoch20`."""
+    return f"epoch{epoch}"
+
+
+class AssistantSpec(_Model):
+    """A teacher assistant (Mirzadeh et al. 2020): a mentor of the mentor's family, kernel and depth
+    (so its tap names are the mentor's) but narrower, distilled from the mentor (label loss plus
+    `kd_weight` · KD at `temperature`) on first use and saved beside the mentor file."""
+
+    widths: list[int]
+    epochs: int = Field(default=40, ge=1)
+    lr: float = Field(default=3e-3, gt=0)
+    kd_weight: float = Field(default=0.5, gt=0)
+    temperature: float = Field(default=4.0, gt=0)
+
+    _w = field_validator("widths")(_widths)
+
+
 class MentorSpec(_Model):
-    """`path` is loaded if it exists; otherwise a mentor of `arch` is trained and saved there."""
+    """`path` is loaded if it exists; otherwise a mentor of `arch` is trained and saved there.
+
+    The versions a mentee may learn from (`teacher`): `final` (the trained mentor), `epochN` for
+    each of `checkpoints` (the mentor's weights at the end of epoch N of its training: Cho &
+    Hariharan 2019, early-stopped teachers teach small students better) and `assistant` if the
+    space defines one (a mid-sized network between mentor and mentee: Mirzadeh et al. 2020)."""
 
     path: str = "mentors/mentor.pt"
     arch: MentorArch = MentorArch()
@@ -113,6 +142,58 @@ class MentorSpec(_Model):
     seed: int = Field(default=0, ge=0, lt=2**32)  # numpy and mnist1d take 32-bit unsigned seeds
     factory: str | None = None  # package.module:function for your own nn.Module (then `taps` is required)
     taps: list[str] | None = None
+    checkpoints: list[int] = []  # epochs whose weights mentor training keeps: versions `epochN`
+    assistant: AssistantSpec | None = None
+    teacher: Union[str, list[str]] = FINAL  # the version(s) a mentored mentee learns from: a searched choice
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _checkpoints(cls, v: list[int], info: Any) -> list[int]:
+        epochs = info.data.get("epochs")
+        for e in v:
+            if epochs is not None and not 1 <= e < epochs:
+                raise ValueError(f"epoch {e} is outside 1..{epochs - 1} (mentor.epochs is {epochs}; the last "
+                                 f"epoch's weights are the version '{FINAL}')")
+        return sorted(set(v))
+
+    @field_validator("assistant")
+    @classmethod
+    def _assistant(cls, v: AssistantSpec | None, info: Any) -> AssistantSpec | None:
+        arch = info.data.get("arch")
+        if v is not None and arch is not None and len(v.widths) != len(arch.widths):
+            raise ValueError(f"widths: expected {len(arch.widths)} widths, one per layer of mentor.arch (so "
+                             f"the assistant's taps are the mentor's), got {len(v.widths)}")
+        return v
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher(cls, v: Union[str, list[str]], info: Any) -> Union[str, list[str]]:
+        if isinstance(v, list) and not v:
+            raise ValueError(f"empty list of choices; give at least one (e.g. [{FINAL}])")
+        if "checkpoints" not in info.data or "assistant" not in info.data:
+            return v  # a bad checkpoints or assistant key is reported on its own
+        known = cls.versions(info.data["checkpoints"], info.data["assistant"])
+        for name in v if isinstance(v, list) else [v]:
+            if name not in known:
+                raise ValueError(f"'{name}' is not a mentor version this space defines; expected one of "
+                                 f"{', '.join(known)} (epochN needs N in mentor.checkpoints, assistant needs "
+                                 "mentor.assistant)")
+        return v
+
+    @model_validator(mode="after")
+    def _trained_here(self) -> "MentorSpec":
+        if self.factory and (self.checkpoints or self.assistant):
+            raise ValueError("checkpoints and assistant need a mentor trained from mentor.arch, not a "
+                             "mentor.factory")
+        return self
+
+    @staticmethod
+    def versions(checkpoints: list[int], assistant: AssistantSpec | None) -> list[str]:
+        return [FINAL, *map(checkpoint_name, checkpoints), *([ASSISTANT] if assistant else [])]
+
+    def teachers(self) -> list[str]:
+        """The versions mentored mentees may learn from (each a choice of `teacher`)."""
+        return list(self.teacher) if isinstance(self.teacher, list) else [self.teacher]
 
 
 class MenteeSpec(_Model):
@@ -343,4 +424,8 @@ def load_space(path: str | Path, *, devices: str | Path | None = None) -> Search
 
 def space_hash(space: SearchSpace) -> str:
     """Short hash of everything that defines the sweep's results (the name excluded)."""
-    return hashlib.sha1(space.model_dump_json(exclude={"name", "budget"}).encode()).hexdigest()[:12]
+    # mentor keys added later are left out while unset, so a space's hash stays what it was before them
+    later = {k for k in ("checkpoints", "assistant", "teacher")
+             if getattr(space.mentor, k) == MentorSpec.model_fields[k].default}
+    exclude: dict[str, Any] = {"name": True, "budget": True, **({"mentor": later} if later else {})}
+    return hashlib.sha1(space.model_dump_json(exclude=exclude).encode()).hexdigest()[:12]

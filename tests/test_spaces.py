@@ -75,3 +75,38 @@ def test_default_terms_are_validated_sections():
     """A space without `terms:` gets the default sections as term models, not raw dicts."""
     s = parse_space({}, "x.yaml")
     assert set(s.terms) == {"ce", "hint"} and all(hasattr(sec, "model_dump") for sec in s.terms.values())
+
+
+@pytest.mark.parametrize("mentor,expect", [
+    ({"checkpoints": [60]}, "key 'mentor.checkpoints': epoch 60 is outside 1..59"),
+    ({"epochs": 10, "checkpoints": [0, 5]}, "key 'mentor.checkpoints': epoch 0 is outside 1..9"),
+    ({"checkpoints": "20"}, "key 'mentor.checkpoints'"),
+    ({"teacher": "epoch20"}, "key 'mentor.teacher': 'epoch20' is not a mentor version this space defines; "
+                             "expected one of final"),
+    ({"checkpoints": [20], "teacher": ["final", "epoch30"]},
+     "key 'mentor.teacher': 'epoch30' is not a mentor version this space defines; expected one of final, epoch20"),
+    ({"teacher": ["final", "assistant"]}, "'assistant' is not a mentor version"),
+    ({"teacher": []}, "key 'mentor.teacher': empty list of choices"),
+    ({"assistant": {"widths": [16, 32]}}, "key 'mentor.assistant': widths: expected 4 widths"),
+    ({"assistant": {"widths": [16, 32, 32, 0]}}, "key 'mentor.assistant.widths'"),
+    ({"assistant": {"widths": [16, 32, 32, 32], "epochs": 0}}, "key 'mentor.assistant.epochs'"),
+    ({"assistant": {"widths": [16, 32, 32, 32], "kd": 1}}, "unknown key 'mentor.assistant.kd'"),
+    ({"assistant": {"epochs": 3}}, "key 'mentor.assistant.widths'"),
+    ({"factory": "pkg:net", "taps": ["a"], "checkpoints": [3]}, "key 'mentor': checkpoints and assistant need a "
+                                                                "mentor trained from mentor.arch"),
+])
+def test_bad_teachers_give_one_line(mentor, expect):
+    with pytest.raises(UserError) as e:
+        parse_space({"mentor": mentor}, "x.yaml")
+    msg = str(e.value)
+    assert msg.startswith("x.yaml: ") and expect in msg and "\n" not in msg, msg
+
+
+def test_teachers_keep_old_hashes_and_the_default_space_offers_them_all():
+    s = load_space("spaces/mnist1d.yaml")
+    assert s.mentor.teachers() == ["final", "epoch20", "assistant"] and s.mentor.checkpoints == [20]
+    assert s.mentor.assistant is not None and len(s.mentor.assistant.widths) == len(s.mentor.arch.widths)
+    plain = parse_space({}, "a.yaml")
+    assert space_hash(plain) == "addb41e05c21"  # as before teachers were a key
+    assert space_hash(plain) == space_hash(parse_space({"mentor": {"teacher": "final", "checkpoints": []}}, "b.yaml"))
+    assert space_hash(plain) != space_hash(parse_space({"mentor": {"checkpoints": [20]}}, "c.yaml"))

@@ -19,6 +19,10 @@ Every sweep searches two *arms* with the same effort, so that "the best independ
   shared learning-rate grid. (A second study would double what resume must rebuild, and a
   sampler allowed to pick the arm would starve whichever arm does worse.) The independent ask
   leads each pair, so any asymmetry in the pairing favours the baseline, never the claim.
+
+A mentored mentee with a mentor term also gets a *teacher* (`mentor.teacher`, the Optuna param
+`teacher` when it is a choice): the final mentor, an early-stopped checkpoint or the teacher
+assistant. Every mentor term of the mentee learns from it (`losses.with_source`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import optuna
 
 from search.config import ArchConfig, MemberConfig, TrainConfig
 from search.spaces import Range, SearchSpace
-from search.train.losses import TERMS, two_stage
+from search.train.losses import TERMS, two_stage, with_source
 
 __all__ = ["suggest_member", "make_sampler", "ArmBalance", "ARMS", "ARCH_PARAMS", "has_mentor_terms"]
 
@@ -72,8 +76,10 @@ def suggest_member(trial: optuna.Trial, space: SearchSpace) -> MemberConfig:
     pick = functools.partial(_pick, trial)
     sections = {n: s for n, s in space.terms.items() if arm == "mentored" or not TERMS[n].uses_mentor}
     terms = [term for name, section in sections.items() for term in TERMS[name].suggest(section, pick, depth)]
-    if any(x.uses_mentor and x.weight > 0 for x in terms) and pick("two_stage", space.terms["ce"].two_stage):
-        terms = list(two_stage(terms))
+    if any(x.uses_mentor and x.weight > 0 for x in terms):
+        terms = list(with_source(terms, pick("teacher", space.mentor.teacher)))
+        if pick("two_stage", space.terms["ce"].two_stage):
+            terms = list(two_stage(terms))
     train = TrainConfig(epochs=t.epochs, batch_size=int(_pick(trial, "batch_size", t.batch_size, integer=True)),
                         lr=float(_pick(trial, "lr", t.lr)), weight_decay=float(_pick(trial, "wd", t.weight_decay)),
                         schedule=t.schedule, seed=t.seed)

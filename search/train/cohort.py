@@ -34,7 +34,8 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
                  mentor_shapes: dict[str, tuple[int, ...]] | None = None,
                  rungs: Sequence[int] = (), eta: int = 3, keep_weights: bool = True, use_graph: bool = True,
                  fuse: bool = True, max_groups: int = MAX_GROUPS, timing: dict[str, float] | None = None,
-                 on_epoch: Callable[[int, int], None] | None = None) -> list[MemberResult]:
+                 on_epoch: Callable[[int, int], None] | None = None,
+                 snapshot_at: Sequence[int] = ()) -> list[MemberResult]:
     """Train every member of a cohort; return one `MemberResult` per config, in order.
 
     `splits` and `cache` must already be on the training device. `fuse=False` trains every
@@ -43,16 +44,19 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
     ranked by Pareto rank on (val acc, params) so that small mentees are not dropped just for
     being small; a dropped member ends with status "pruned". A member whose loss goes NaN or
     inf ends "failed"; it keeps training to the end beside the others (members are
-    independent), because noticing it earlier would cost a host sync every epoch."""
+    independent), because noticing it earlier would cost a host sync every epoch.
+
+    `snapshot_at`: epochs at whose end every member still training keeps a copy of its weights
+    (`MemberResult.snapshots`, e.g. a mentor's early-stopped versions); one host sync each."""
     cfgs = list(cfgs)
     mentor_shapes = mentor_shapes or {}
     mentored = [t for c in cfgs for t in c.active_terms() if t.uses_mentor]
-    need = {m for t in mentored for m in TERMS[t.kind].mentor_taps(t.params)}
+    need = {m for t in mentored for m in TERMS[t.kind].mentor_outputs(t.params)}
     if mentored and cache is None:
         raise ValueError("mentored members need a MentorCache")
-    missing = need - set(cache.feats if cache else ())
+    missing = need - (cache.names() if cache else set())
     if missing:
-        raise ValueError(f"mentor cache lacks taps {sorted(missing)}")
+        raise ValueError(f"mentor cache lacks outputs {sorted(missing)}")
     dev = splits.x_train.device
     if cache is not None and cache.logits.device != dev:
         cache = cache.to(dev)
@@ -71,12 +75,15 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
     real_params = [_cost(c.arch, splits)["params"] for c in cfgs]
     epochs = max(c.train.epochs for c in cfgs)
     done: list[FusedGroup] = []  # groups whose members have all finished (their numbers read at the end)
+    snapshots: dict[int, dict[int, dict[str, torch.Tensor]]] = {}  # member → epoch → weights
     for e in range(epochs):
         # launch every group's epoch; nothing is read back. On a GPU each group runs on its own
         # CUDA stream: a tiny model's kernels fill a few SMs, so groups' steps run side by side.
         for g in groups:
             with on_stream(g, dev):
                 g.train_epoch(splits, cache, e)
+        if e + 1 in snapshot_at:
+            _snapshot(groups, e + 1, splits, snapshots)
         done += [g for g in groups if e + 1 == g.epochs]
         groups = [g for g in groups if e + 1 < g.epochs]
         if e + 1 in rungs and groups:
@@ -89,9 +96,22 @@ def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorC
         _read(g, list(range(len(g.idx))), g.epochs, curves, test_acc, status, errors)
     t2 = time.perf_counter()
     out = _results(cfgs, done, splits, curves, test_acc, status, errors, keep_weights, (t2 - t1) / len(cfgs))
+    for i, snaps in snapshots.items():
+        out[i].snapshots = snaps
     if timing is not None:  # where a cohort's seconds go, for benchmarks
         timing.update(groups=len(parts), build=t1 - t0, epochs=t2 - t1, results=time.perf_counter() - t2)
     return out
+
+
+def _snapshot(groups: list[FusedGroup], epoch: int, splits: Splits,
+              snapshots: dict[int, dict[int, dict[str, torch.Tensor]]]) -> None:
+    """Every training member's weights now (the end of `epoch`), cropped to its own shapes."""
+    if groups and groups[0].flat.is_cuda:
+        torch.cuda.synchronize()  # each group ran on its own stream
+    for g in groups:
+        for r, i in enumerate(g.idx):
+            net = create_mentee(g.cfgs[r].arch, splits.input_shape, splits.num_classes)
+            snapshots.setdefault(i, {})[epoch] = g.crop(r, net)
 
 
 def _read(g: FusedGroup, rows: list[int], epochs: int, curves, test_acc, status, errors) -> None:

@@ -121,9 +121,9 @@ class FusedGroup:
                     and isinstance(mod.padding, tuple):
                 mod.__class__ = MatmulConv1d
         self.tapped = _Tapped(self.base.net, self.base.student_taps)
-        # per slot: the mentee taps and mentor outputs its loss reads
-        self.terms = [(TERMS[t.kind].student_taps(t.params), TERMS[t.kind].mentor_taps(t.params),
-                       TERMS[t.kind].needs_logits) for t in union.values()]
+        # per slot: the mentee taps and the mentor outputs (its teacher's taps, logits) its loss reads
+        self.terms = [(TERMS[t.kind].student_taps(t.params), TERMS[t.kind].mentor_outputs(t.params))
+                      for t in union.values()]
         K = len(self.cfgs)
 
         def f32(rows: list) -> torch.Tensor:
@@ -232,16 +232,14 @@ class FusedGroup:
 
     def _slot_loss(self, i, eff, ids, w, logits, feats) -> torch.Tensor:
         """[K] slot i's weighted loss, 0 for members whose slot it is not."""
-        taps, mtaps, needs_logits = self.terms[i]
+        taps, outputs = self.terms[i]
         rows = self.owners[i]
         sub = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))  # noqa: E731
         ids_i = sub(ids)
         mentor: dict[str, torch.Tensor] = {}
-        if mtaps or needs_logits:
+        if outputs:
             c = self._mentor_cache()
-            mentor = {m: c.feats[m][ids_i] for m in mtaps}  # each member its own batch's targets
-            if needs_logits:
-                mentor["logits"] = c.logits[ids_i]
+            mentor = {m: c[m][ids_i] for m in outputs}  # each member its own batch's targets
         a, b = self.layout.slots[i][:2]
         loss = torch.func.vmap(functools.partial(self._term, i))(
             sub(eff[:, a:b]), sub(logits), {t: sub(feats[t]) for t in taps}, self.splits.y_train[ids_i], mentor,

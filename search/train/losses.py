@@ -8,6 +8,13 @@ which turns that section into `TermConfig`s), what it needs from the mentor (`me
 `needs_logits`) and from the mentee (`student_taps`), its text in reports (`describe`), and
 the computation itself (an `nn.Module`: `forward(logits, feats, y, mentor, p) -> scalar`).
 
+A mentor term learns from one *teacher*, a version of the mentor (`search.spaces.MentorSpec`):
+the final mentor, an early-stopped checkpoint (`epoch20`) or a teacher assistant (`assistant`).
+`search.sweep.suggest` stamps it into the term's params as `source` (left out for the final
+mentor); the term then reads its mentor outputs under qualified names (`epoch20/layer3`,
+`epoch20/logits`; plain `layer3`, `logits` for the final mentor), a source is a slot parameter
+of every mentor term, and `describe` ends with `<epoch20`.
+
 Parameters come in two kinds. *Slot* parameters (`slot_params`: which taps, which metric)
 change the computation's structure, so members of a fused group that share them share one
 module (a "slot"); a member weights the slots that are not its own by exactly 0. *Member*
@@ -29,12 +36,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from search.config import LABEL_TERM, TermConfig
-from search.spaces import NonNegativeNum, PositiveNum, Range
+from search.spaces import FINAL, NonNegativeNum, PositiveNum, Range
 from search.taps import Projection
 from search.train.optim import SCHEDULES  # the loss-weight schedules the fused step computes (params["schedule"])
 
 __all__ = ["TERMS", "METRICS", "SCHEDULES", "LossTerm", "register_term", "register_metric", "describe_terms",
-           "two_stage", "Pick"]
+           "two_stage", "Pick", "qualify", "with_source", "cache_names"]
 
 
 # A searched value in a space section: fixed, a list of choices, or a {low, high, log} range.
@@ -69,6 +76,33 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 1 - F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1, eps=1e-8).mean()
 
 
+# ----------------------------------------------------------------------------- teachers
+
+def qualify(source: str | None, name: str) -> str:
+    """A mentor output of a teacher: `epoch20/layer3`; the final mentor's keeps its plain name."""
+    return name if source in (None, FINAL) else f"{source}/{name}"
+
+
+def with_source(terms: Sequence[TermConfig], teacher: str) -> tuple[TermConfig, ...]:
+    """Every mentor term learns from `teacher`; the final mentor is the default and left out, so
+    configs (and their keys, params and slots) without a teacher stay as they were."""
+    if teacher == FINAL:
+        return tuple(terms)
+    return tuple(TermConfig(t.kind, t.weight, {**t.params, "source": teacher}) if t.uses_mentor else t
+                 for t in terms)
+
+
+def cache_names(terms: dict[str, TermSpace], teachers: Sequence[str]) -> list[str]:
+    """Every mentor output the terms of a space may read, for every teacher it offers: what the
+    mentor cache computes. The final mentor's logits are always there (`MentorCache.logits`), so
+    they are not named: a space with the final mentor alone names what it always did."""
+    taps = set().union(*(TERMS[n].mentor_tap_choices(sec) for n, sec in terms.items()))
+    logits = any(TERMS[n].needs_logits for n in terms)
+    names = {qualify(v, t) for v in teachers for t in taps}
+    names |= {qualify(v, "logits") for v in teachers if logits and v != FINAL}
+    return sorted(names)
+
+
 # ----------------------------------------------------------------------------- registry
 
 TERMS: dict[str, type[LossTerm[Any]]] = {}
@@ -99,7 +133,7 @@ class LossTerm(nn.Module, Generic[_Space]):
 
     name: ClassVar[str] = ""
     uses_mentor: ClassVar[bool] = True
-    needs_logits: ClassVar[bool] = False  # the mentor's logits (soft targets)
+    needs_logits: ClassVar[bool] = False  # the teacher's logits (soft targets)
     slot_params: ClassVar[tuple[str, ...]] = ()
     member_params: ClassVar[dict[str, float]] = {}  # name → default
     Space: ClassVar[type[TermSpace]] = TermSpace
@@ -122,32 +156,47 @@ class LossTerm(nn.Module, Generic[_Space]):
 
     @classmethod
     def mentor_taps(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        """The teacher's taps this term reads, qualified by its source (`qualify`)."""
         return ()
 
     @classmethod
+    def mentor_outputs(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        """Everything the computation reads from the mentor cache: its taps and, for soft targets,
+        its teacher's logits; each under the name `forward` finds it by in `mentor`."""
+        return cls.mentor_taps(params) + ((qualify(params.get("source"), "logits"),) if cls.needs_logits else ())
+
+    @classmethod
     def describe(cls, t: TermConfig) -> str:
-        return f"{cls.name}@{t.weight:g}{_schedule_text(t)}"
+        return f"{cls.name}@{t.weight:g}{_suffix(t)}"
 
     @classmethod
     def slot(cls, t: TermConfig) -> tuple:
-        """Members with equal slots share one module in a fused group."""
-        return (cls.name, *(t.params[k] for k in cls.slot_params))
+        """Members with equal slots share one module in a fused group. A teacher other than the
+        final mentor is part of the slot: its members read other targets."""
+        key = (cls.name, *(t.params.get(k) for k in cls.slot_params))
+        return (*key, t.params["source"]) if "source" in t.params else key
 
     # -- the computation ------------------------------------------------------------
     def __init__(self, params: dict[str, Any], student_shapes: dict[str, tuple[int, ...]],
                  mentor_shapes: dict[str, tuple[int, ...]]):
         super().__init__()
-        self.params = {k: params[k] for k in self.slot_params}
+        self.params = {k: params.get(k) for k in self.slot_params}
+        self.source: str | None = params.get("source")
+
+    def mentor_key(self, name: str) -> str:
+        """Where this term's teacher's output `name` (a tap, or `logits`) is in `mentor`."""
+        return qualify(self.source, name)
 
     def forward(self, logits: torch.Tensor, feats: dict[str, torch.Tensor], y: torch.Tensor,
                 mentor: dict[str, torch.Tensor], p: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
 
-def _schedule_text(t: TermConfig) -> str:
-    """`~warmup` after a term whose weight follows a schedule; nothing for a constant weight."""
+def _suffix(t: TermConfig) -> str:
+    """`~warmup` after a term whose weight follows a schedule, `<epoch20` after one whose teacher is
+    not the final mentor; nothing for a constant weight and the final mentor."""
     s = t.params.get("schedule", "constant")
-    return "" if s == "constant" else f"~{s}"
+    return ("" if s == "constant" else f"~{s}") + (f"<{t.params['source']}" if "source" in t.params else "")
 
 
 def _schedules(v):
@@ -264,7 +313,7 @@ class _TapToTap(LossTerm[_Space]):
 
     @classmethod
     def mentor_taps(cls, params):
-        return (params["teacher"],)
+        return (qualify(params.get("source"), params["teacher"]),)
 
 
 class _HintSpace(_TapSpace):
@@ -294,15 +343,15 @@ class Hint(_TapToTap[_HintSpace]):
 
     @classmethod
     def describe(cls, t):
-        return f"{t.params['student']}->{t.params['teacher']}:{t.params['metric']}@{t.weight:g}{_schedule_text(t)}"
+        return f"{t.params['student']}->{t.params['teacher']}:{t.params['metric']}@{t.weight:g}{_suffix(t)}"
 
     def __init__(self, params, student_shapes, mentor_shapes):
         super().__init__(params, student_shapes, mentor_shapes)
-        self.proj = Projection(student_shapes[params["student"]], mentor_shapes[params["teacher"]])
+        self.proj = Projection(student_shapes[params["student"]], mentor_shapes[self.mentor_key(params["teacher"])])
 
     def forward(self, logits, feats, y, mentor, p):
         pred = self.proj(feats[self.params["student"]])
-        target = self.proj.target(mentor[self.params["teacher"]])
+        target = self.proj.target(mentor[self.mentor_key(self.params["teacher"])])
         return METRICS[self.params["metric"]](pred.float(), target.float())
 
 
@@ -333,12 +382,13 @@ class SoftTargets(LossTerm[_KDSpace]):
 
     @classmethod
     def describe(cls, t):
-        return f"kd@{t.weight:g}/T{t.params.get('temperature', 4.0):g}{_schedule_text(t)}"
+        return f"kd@{t.weight:g}/T{t.params.get('temperature', 4.0):g}{_suffix(t)}"
 
     def forward(self, logits, feats, y, mentor, p):
         T = p["temperature"]
         # KL written out: F.kl_div has no vmap batching rule (a slow fallback)
-        log_t, log_s = F.log_softmax(mentor["logits"].float() / T, -1), F.log_softmax(logits.float() / T, -1)
+        log_t = F.log_softmax(mentor[self.mentor_key("logits")].float() / T, -1)
+        log_s = F.log_softmax(logits.float() / T, -1)
         return T * T * (log_t.exp() * (log_t - log_s)).sum(-1).mean()
 
 
@@ -367,7 +417,7 @@ class AttentionTransfer(_TapToTap[_AttentionSpace]):
 
     @classmethod
     def describe(cls, t):
-        return f"at:{t.params['student']}->{t.params['teacher']}@{t.weight:g}{_schedule_text(t)}"
+        return f"at:{t.params['student']}->{t.params['teacher']}@{t.weight:g}{_suffix(t)}"
 
     @staticmethod
     def attention_map(f: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
@@ -377,7 +427,7 @@ class AttentionTransfer(_TapToTap[_AttentionSpace]):
         return F.normalize(a.flatten(1), dim=1, eps=1e-12)
 
     def forward(self, logits, feats, y, mentor, p):
-        t = mentor[self.params["teacher"]]
+        t = mentor[self.mentor_key(self.params["teacher"])]
         if t.dim() < 3:  # a flat tap has no "where": compare the whole vectors' energy profile
             return (F.normalize(feats[self.params["student"]].float().flatten(1), dim=1)
                     - F.normalize(t.float().flatten(1), dim=1)).norm(dim=1).mean()

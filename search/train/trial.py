@@ -2,6 +2,8 @@
 
     cohort_trainable(CohortSpec.to_dict(), payload=TrialPayload)   # one Ray Tune trial
     prepare_mentor(spec, data, taps, mentor_file)                   # a Ray task on a GPU node
+    prepare_mentor(spec, data, ["layer3", "epoch20/layer3", "assistant/logits"], mentor_file, "cuda",
+                   assistant_file)                                  # other teachers too
 
 Kept apart from `search.sweep` so that a trial process imports torch and the training
 code only (no Optuna, no MLflow): trial processes start faster, and the rule that only the
@@ -22,6 +24,7 @@ import torch
 
 from search.config import CohortReport, CohortSpec, MemberResult, TrialPayload
 from search.data import Splits
+from search.mentors import Mentor, load_mentor
 from search.train.cache import MentorCache
 from search.train.cohort import train_cohort
 from search.train.device import pick_device
@@ -98,17 +101,25 @@ def cohort_trainable(config: dict, payload: TrialPayload) -> None:
 
 
 def prepare_mentor(spec: Any, data: dict[str, Any], taps: list[str], mentor_file: bytes | None,
-                   device: str | None = None) -> dict[str, Any]:
+                   device: str | None = None, assistant_file: bytes | None = None) -> dict[str, Any]:
     """Load the mentor (from `mentor_file`'s bytes) or train it (first use of a space), then
     compute its cache over the training set. Runs as a Ray task on a GPU node (or in-process
     without a cluster); returns numpy arrays and, if it trained, the new mentor file's bytes
     for the driver to save where the space says. Also reports the device's free memory, so
-    the driver can size cohorts without touching CUDA itself."""
-    from search.train.mentor import ensure_mentor, mentor_from_spec
+    the driver can size cohorts without touching CUDA itself.
+
+    `taps` may name other teachers' outputs (`epoch20/layer3`, `assistant/logits`): a checkpoint
+    comes from the mentor file; the teacher assistant from `assistant_file`'s bytes, or, on its
+    first use, is distilled from the mentor here and its file's bytes come back too
+    (`trained_assistant`) for the driver to save beside the mentor."""
+    from search.spaces import ASSISTANT
+    from search.train.mentor import ensure_mentor, mentor_from_spec, train_assistant
 
     dev = pick_device(device)
     splits = _splits(data["name"], data["tensors"], data["num_classes"], data["input_shape"], dev)
-    trained = None
+    wanted = sorted({n.rpartition("/")[0] for n in taps} - {""})
+    trained = trained_assistant = None
+    versions: dict[str, Mentor] = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mentor.pt"
         if mentor_file is not None:
@@ -118,10 +129,31 @@ def prepare_mentor(spec: Any, data: dict[str, Any], taps: list[str], mentor_file
         if mentor is None:
             mentor = ensure_mentor(local, splits)
             trained = path.read_bytes()
-    mentor.model.to(dev)
-    cache = MentorCache.build(mentor, splits.x_train, taps)
+        mentor.model.to(dev)
+        for v in wanted:
+            if v != ASSISTANT:  # an early-stopped checkpoint, in the mentor's own file
+                early = mentor_from_spec(local, splits, version=v)
+                assert early is not None  # the mentor's file is there: it was just loaded or written
+                versions[v] = early
+                continue
+            a_path = Path(tmp) / "assistant.pt"
+            if assistant_file is not None:  # trained by an earlier sweep: never again
+                a_path.write_bytes(assistant_file)
+                versions[v] = load_mentor(a_path, taps=spec.taps, input_shape=splits.input_shape,
+                                          num_classes=splits.num_classes)
+            else:
+                versions[v], _ = train_assistant(spec, mentor, splits, out=a_path)
+                trained_assistant = a_path.read_bytes()
+    for m in versions.values():
+        m.model.to(dev)
+    cache = MentorCache.build(mentor, splits.x_train, taps, versions=versions)
+    shapes = {}
+    for name in taps:
+        v, _, tap = name.rpartition("/")
+        if tap != "logits":
+            shapes[name] = (versions[v] if v else mentor).tap_shapes([tap])[0]
     free = torch.cuda.mem_get_info()[0] if dev.type == "cuda" else 0
     return {"logits": cache.logits.cpu().numpy(), "feats": {k: v.cpu().numpy() for k, v in cache.feats.items()},
-            "shapes": dict(zip(taps, mentor.tap_shapes(taps))), "trained_file": trained,
+            "shapes": shapes, "trained_file": trained, "trained_assistant": trained_assistant,
             "metrics": mentor.spec.get("metrics", {}), "device_free_bytes": int(free),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}

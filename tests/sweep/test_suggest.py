@@ -166,3 +166,44 @@ def test_a_partner_dropped_before_training_opens_no_pair():
     study.tell(trial, state=optuna.trial.TrialState.PRUNED)  # no config stored: never handed out
     (t1, _), (t2, c2) = ask_many(arms, study, space, 2)
     assert t1.params["arm"] == "independent" and t2.params["arm"] == "mentored"
+
+
+# ------------------------------------------------------------------------------- teachers
+
+TEACHERS = {**METHODS, "mentor": {"epochs": 30, "checkpoints": [20], "assistant": {"widths": [16, 32, 32, 32]},
+                                  "teacher": ["final", "epoch20", "assistant"]}}
+
+
+def test_every_teacher_is_drawn_and_every_mentor_term_learns_from_it():
+    space = parse_space(TEACHERS)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=2))
+    drawn = Counter()
+    for _ in range(200):
+        trial = study.ask()
+        cfg = suggest_member(trial, space)
+        study.tell(trial, [0.5, 1.0])
+        mentor = [t for t in cfg.terms if t.uses_mentor]
+        if not mentor:  # the independent arm, or a mentored ask that drew no mentor term: no teacher
+            assert "teacher" not in trial.params
+            continue
+        teacher = trial.params["teacher"]
+        drawn[teacher] += 1
+        sources = {t.params.get("source") for t in mentor}
+        assert sources == ({None} if teacher == "final" else {teacher})  # the final mentor is left out
+        assert "source" not in next(t for t in cfg.terms if not t.uses_mentor).params
+        assert (f"<{teacher}" in describe_terms(cfg.terms)) == (teacher != "final")
+    assert all(drawn[t] >= 20 for t in ("final", "epoch20", "assistant")), drawn
+
+
+def test_a_fixed_teacher_is_no_param_and_the_default_changes_nothing():
+    fixed = parse_space({**TEACHERS, "mentor": {**TEACHERS["mentor"], "teacher": "epoch20"}})
+    plain = parse_space(METHODS)
+    for space, source in ((fixed, "epoch20"), (plain, None)):
+        study = optuna.create_study(directions=["maximize", "minimize"],
+                                    sampler=optuna.samplers.RandomSampler(seed=3))
+        for _ in range(30):
+            trial = study.ask()
+            cfg = suggest_member(trial, space)
+            study.tell(trial, [0.5, 1.0])
+            assert "teacher" not in trial.params
+            assert all(t.params.get("source") == source for t in cfg.terms if t.uses_mentor)

@@ -6,7 +6,7 @@ from search.config import ArchConfig, MemberConfig, TermConfig, TrainConfig
 from search.taps import forward_with_taps
 from search.train.cache import MentorCache
 from search.train.cohort import train_cohort
-from search.train.losses import TERMS
+from search.train.losses import TERMS, describe_terms, with_source
 from search.train.mentor import train_mentor
 
 
@@ -141,3 +141,84 @@ def test_nan_loss_fails_the_member_only(mnist1d_small):
     res = train_cohort([cfg(lr=1e30, seed=0), cfg(seed=1)], mnist1d_small)
     assert res[0].status == "failed" and "nan" in res[0].error.lower() or "inf" in res[0].error.lower()
     assert res[1].status == "finished"
+
+
+def test_snapshots_are_the_weights_at_that_epoch(mnist1d_small):
+    """A member's snapshot at epoch 1 of 3 is where a 1-epoch run of it ends (a constant learning
+    rate: the schedule is the only thing the number of epochs changes), fused or alone; none unasked."""
+    def constant(epochs, seed=1):
+        c = cfg((4, 6), seed=seed, epochs=epochs)
+        return MemberConfig(c.arch, TrainConfig(epochs=epochs, batch_size=64, lr=1e-2, schedule="constant",
+                                                seed=seed), c.terms)
+    short, = train_cohort([constant(1)], mnist1d_small)
+    alone, = train_cohort([constant(3)], mnist1d_small, snapshot_at=[1, 2])
+    fused = train_cohort([cfg((8, 8), seed=2, epochs=3), constant(3)], mnist1d_small, snapshot_at=[1])
+    assert sorted(alone.snapshots) == [1, 2] and sorted(fused[1].snapshots) == [1]
+    for k, v in short.state_dict.items():
+        assert torch.allclose(alone.snapshots[1][k], v, rtol=1e-4, atol=1e-5), k
+        assert torch.allclose(fused[1].snapshots[1][k], v, rtol=1e-4, atol=1e-5), k
+    assert not torch.equal(alone.snapshots[1]["layer1.0.weight"], alone.state_dict["layer1.0.weight"])
+    assert not train_cohort([constant(2)], mnist1d_small)[0].snapshots
+
+
+# --------------------------------------------- teachers: early-stopped checkpoints, an assistant
+
+@pytest.fixture(scope="module")
+def teachers(mnist1d_small, tmp_path_factory):
+    """A mentor trained 2 epochs keeping epoch 1, and a teacher assistant distilled from it."""
+    from search.mentors import load_mentor
+    from search.spaces import AssistantSpec, MentorArch, MentorSpec
+    from search.train.mentor import train_assistant
+
+    path = tmp_path_factory.mktemp("teachers") / "m.pt"
+    final, _ = train_mentor(ArchConfig("conv1d", (16, 16, 16), batch_norm=True), mnist1d_small, epochs=2,
+                            checkpoints=[1], out=path)
+    spec = MentorSpec(path=str(path), arch=MentorArch(widths=[16, 16, 16]), epochs=2, checkpoints=[1],
+                      assistant=AssistantSpec(widths=[8, 8, 8], epochs=1))
+    assistant, _ = train_assistant(spec, final, mnist1d_small)
+    versions = {"epoch1": load_mentor(path, version="epoch1"), "assistant": assistant}
+    names = ["layer3", "epoch1/layer3", "epoch1/logits", "assistant/layer3", "assistant/logits"]
+    cache = MentorCache.build(final, mnist1d_small.x_train, names, versions=versions)
+    shapes = {n: (versions[n.split("/")[0]] if "/" in n else final).tap_shapes([n.split("/")[-1]])[0]
+              for n in names if not n.endswith("logits")}
+    return cache, shapes
+
+
+def taught(source, widths=(4, 6), seed=1, w_hint=0.1, w_kd=0.5):
+    terms = cfg(widths, seed=seed, lr=5e-3, hints=[hint(w_hint)], w_kd=w_kd).terms
+    return MemberConfig(ArchConfig("conv1d", widths), TrainConfig(epochs=2, batch_size=64, lr=5e-3, seed=seed),
+                        with_source(terms, source))
+
+
+def test_teacher_outputs_are_qualified_and_other_teachers_are_other_slots(teachers):
+    cache, shapes = teachers
+    final, early = taught("final"), taught("epoch1")
+    assert [t.params for t in final.terms] == [t.params for t in cfg(hints=[hint()], w_kd=0.5).terms]  # unchanged
+    kd_f, kd_e = final.terms[2], early.terms[2]
+    assert TERMS["kd"].mentor_outputs(kd_f.params) == ("logits",)
+    assert TERMS["kd"].mentor_outputs(kd_e.params) == ("epoch1/logits",)
+    assert TERMS["hint"].mentor_outputs(early.terms[1].params) == ("epoch1/layer3",)
+    assert TERMS["kd"].slot(kd_f) != TERMS["kd"].slot(kd_e)
+    assert TERMS["hint"].slot(final.terms[1]) != TERMS["hint"].slot(early.terms[1])
+    assert describe_terms(early.terms) == "layer2->layer3:rmse@0.1<epoch1;kd@0.5/T4<epoch1"
+    assert "<" not in describe_terms(final.terms)
+    assert cache.feats["epoch1/logits"].dtype == torch.float32 and cache.feats["epoch1/layer3"].dtype == torch.float16
+    assert shapes["assistant/layer3"][0] == 8 and shapes["layer3"][0] == 16  # the assistant is narrower
+    assert not torch.equal(cache["epoch1/logits"], cache["logits"])
+    assert not torch.equal(cache["assistant/logits"], cache["logits"])
+
+
+@pytest.mark.parametrize("source", ["epoch1", "assistant"])
+def test_member_taught_by_another_teacher_fused_equals_alone(mnist1d_small, teachers, source):
+    """Fused beside members taught by the final mentor and by the other teacher, a member ends where
+    it would alone: each teacher's slots read that teacher's targets and no one else's."""
+    cache, shapes = teachers
+    me = taught(source)
+    other = "assistant" if source == "epoch1" else "epoch1"
+    mates = [taught("final", (8, 8), seed=2, w_hint=0.5), taught(other, (5, 8), seed=3, w_kd=1.0)]
+    alone, = train_cohort([me], mnist1d_small, cache=cache, mentor_shapes=shapes)
+    fused = train_cohort([mates[0], me, mates[1]], mnist1d_small, cache=cache, mentor_shapes=shapes)
+    for k, v in alone.state_dict.items():
+        assert torch.allclose(fused[1].state_dict[k], v, rtol=1e-4, atol=1e-5), k
+    by_final, = train_cohort([taught("final")], mnist1d_small, cache=cache, mentor_shapes=shapes)
+    assert not torch.equal(by_final.state_dict["layer1.0.weight"], alone.state_dict["layer1.0.weight"])

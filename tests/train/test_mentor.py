@@ -1,8 +1,10 @@
 """Mentors: trained as a cohort of one, saved as spec + state dict, loaded back the same."""
 
+import pytest
 import torch
 
 from search.config import ArchConfig
+from search.errors import UserError
 from search.mentors import load_mentor
 from search.spaces import MentorArch, MentorSpec
 from search.taps import forward_with_taps
@@ -28,3 +30,36 @@ def test_ensure_mentor_trains_on_first_use_only(mnist1d_small, tmp_path):
     assert mentor_from_spec(spec, mnist1d_small) is not None
     ensure_mentor(spec, mnist1d_small)
     assert (tmp_path / "m.pt").stat().st_mtime_ns == stamp  # loaded, not trained again
+
+
+def test_checkpoints_are_kept_in_the_mentor_file(mnist1d_small, tmp_path):
+    """The version `epoch1` of a mentor trained 3 epochs is its weights at the end of epoch 1: its
+    validation accuracy is the one training recorded for that epoch, and it is not the final one."""
+    path = tmp_path / "m.pt"
+    _, metrics = train_mentor(ArchConfig("conv1d", (8, 8), 5, True), mnist1d_small, epochs=3, lr=1e-2,
+                              checkpoints=[1, 2], out=path)
+    final = load_mentor(path)
+    assert final.spec["versions"] == ["final", "epoch1", "epoch2"]
+    x, y = mnist1d_small.x_val, mnist1d_small.y_val
+    for e in (1, 2):
+        early = load_mentor(path, version=f"epoch{e}")
+        with torch.no_grad():
+            acc = (early.model.eval()(x).argmax(-1) == y).float().mean().item()
+        assert acc == pytest.approx(metrics[f"epoch{e}.val_acc"], abs=1.5 / len(y))
+        assert not torch.equal(early.model.layer1[0].weight, final.model.layer1[0].weight)
+    with pytest.raises(UserError, match=r"m.pt: no mentor version 'epoch5' in this file; it holds: final, epoch1, "):
+        load_mentor(path, version="epoch5")
+    with pytest.raises(ValueError, match="checkpoint epoch 3 is outside 1..2"):
+        train_mentor(ArchConfig("conv1d", (8, 8), 5, True), mnist1d_small, epochs=3, checkpoints=[3])
+
+
+def test_a_mentor_file_without_the_checkpoint_a_space_teaches_from_is_one_line(mnist1d_small, tmp_path):
+    spec = MentorSpec(path=str(tmp_path / "m.pt"), arch=MentorArch(widths=[8, 8]), epochs=2)
+    ensure_mentor(spec, mnist1d_small)  # trained before the space named checkpoints
+    later = MentorSpec(path=spec.path, arch=MentorArch(widths=[8, 8]), epochs=2, checkpoints=[1],
+                       teacher=["final", "epoch1"])
+    with pytest.raises(UserError, match="m.pt: the mentor file holds no checkpoint 'epoch1'") as e:
+        mentor_from_spec(later, mnist1d_small)
+    assert "\n" not in str(e.value) and "move the file away" in str(e.value)
+    unused = MentorSpec(path=spec.path, arch=MentorArch(widths=[8, 8]), epochs=2, checkpoints=[1])
+    assert mentor_from_spec(unused, mnist1d_small) is not None  # kept, but no teacher asks for it

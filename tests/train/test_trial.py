@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from search.config import ArchConfig, CohortSpec, MemberConfig, TermConfig, TrainConfig, WorkItem, WorkKind
-from search.spaces import MentorArch, MentorSpec
+from search.spaces import AssistantSpec, MentorArch, MentorSpec
 from search.train.trial import on_device, prepare_mentor, splits_to_arrays
 
 
@@ -42,3 +42,23 @@ def test_cohort_spec_is_the_trial_config():
     cfg = MemberConfig(ArchConfig("conv1d", (4,)), TrainConfig(epochs=1), (TermConfig("ce", 1.0),))
     spec = CohortSpec((WorkItem("0", WorkKind.SEARCHED, cfg, 0),))
     assert CohortSpec.from_dict(spec.to_dict()).items[0].config == cfg
+
+
+def test_prepare_mentor_distils_the_assistant_once_then_loads_it(data, tmp_path):
+    """Other teachers' outputs come qualified: a checkpoint from the mentor file, the assistant trained
+    by the first task (its file's bytes come back for the driver) and only loaded by later ones."""
+    spec = MentorSpec(path=str(tmp_path / "m.pt"), arch=MentorArch(widths=[8, 8, 8]), epochs=2, checkpoints=[1],
+                      assistant=AssistantSpec(widths=[4, 4, 4], epochs=1), teacher=["final", "epoch1", "assistant"])
+    names = ["assistant/layer3", "assistant/logits", "epoch1/layer3", "epoch1/logits", "layer3"]
+    first = prepare_mentor(spec, data, names, None, "cpu")
+    assert first["trained_file"] is not None and first["trained_assistant"] is not None
+    assert set(first["feats"]) == set(names)
+    assert first["shapes"]["assistant/layer3"][0] == 4 and first["shapes"]["epoch1/layer3"][0] == 8
+    assert "assistant/logits" not in first["shapes"]
+    again = prepare_mentor(spec, data, names, first["trained_file"], "cpu", first["trained_assistant"])
+    assert again["trained_file"] is None and again["trained_assistant"] is None  # loaded, nothing trained
+    for n in names:
+        np.testing.assert_allclose(again["feats"][n].astype(np.float32), first["feats"][n].astype(np.float32),
+                                   atol=1e-3)
+    final_only = prepare_mentor(spec, data, ["layer3"], first["trained_file"], "cpu")
+    assert final_only["trained_assistant"] is None and set(final_only["feats"]) == {"layer3"}  # not asked: not made
