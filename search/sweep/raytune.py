@@ -8,6 +8,8 @@ exhausted: its process or its node lost) to `Driver.lost`, which queues its memb
 
 from __future__ import annotations
 
+from typing import Any
+
 from search.config import CohortSpec
 from search.sweep.driver import Driver
 
@@ -47,7 +49,7 @@ def recorder_callback(driver: Driver):
 
 def cohort_searcher(driver: Driver, concurrency: int):
     """The search algorithm for Tune: cohorts from the driver, at most `concurrency` at once."""
-    from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
+    from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
     class CohortSearcher(Searcher):
         """Each Ray trial's config is a whole cohort, asked from Optuna in one batch."""
@@ -76,7 +78,7 @@ def cohort_searcher(driver: Driver, concurrency: int):
         background copy of the same folder may be listing it: a logged FileNotFoundError traceback
         when a tuner starts and ends within moments (a resumed or re-evaluation sweep)."""
 
-        def save_to_dir(self, dirpath: str, session_str: str) -> None:
+        def save_to_dir(self, dirpath: str, session_str: str = "", **kwargs: Any) -> None:
             pass
 
     return Unsnapshotted(ConcurrencyLimiter(CohortSearcher(driver), max_concurrent=concurrency))
