@@ -62,9 +62,15 @@ def settings(space: SearchSpace, args) -> dict[str, SearchSpace]:
     train = {"epochs": args.epochs} if args.epochs else None
     work = ROOT / "bench-work" / "mentorship-front"
     if args.smoke:  # a small mentor and tiny data: every step of the real thing, in CPU minutes
-        arch = space.mentor.arch.model_copy(update={"widths": [16, 32, 32, 32]})  # the space's taps: layer3, layer4
-        space = edit(space, "smoke", dataset={"n_samples": 800},
-                     mentor={"arch": arch, "epochs": 3, "path": str(work / "smoke-mentor.pt")},
+        m = space.mentor
+        arch = m.arch.model_copy(update={"widths": [16, 32, 32, 32]})  # the space's taps: layer3, layer4
+        # the same teachers, shrunk to fit 3 mentor epochs: any checkpoint becomes epoch 1
+        teacher = [t if not t.startswith("epoch") else "epoch1" for t in m.teachers()]
+        small = {"arch": arch, "epochs": 3, "path": str(work / "smoke-mentor.pt"),
+                 "checkpoints": [1] if m.checkpoints else [], "teacher": sorted(set(teacher), key=teacher.index),
+                 "assistant": m.assistant.model_copy(update={"epochs": 2, "widths": [8, 16, 16, 16]})
+                 if m.assistant else None}
+        space = edit(space, "smoke", dataset={"n_samples": 800}, mentor=small,
                      budget={"mentees": 12, "cohort_size": 12}, train={"epochs": 3})
     out = {"default": edit(space, "mentorship-front", budget=budget, train=train)}
     small = n_samples_for(space, SMALL_TRAIN if not args.smoke else 300)
