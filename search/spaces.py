@@ -24,9 +24,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from search.config import ArchConfig, CostAxis
 from search.errors import UserError
 from search.safe_yaml import read_yaml
+from search.teachers import ASSISTANT, FINAL, checkpoint_name
 
 __all__ = ["SearchSpace", "Range", "load_space", "parse_space", "space_hash", "choices_of", "largest", "MentorSpec",
-           "AssistantSpec", "FINAL", "ASSISTANT", "checkpoint_name"]
+           "AssistantSpec"]
 
 
 class _Model(BaseModel):
@@ -101,15 +102,6 @@ class MentorArch(_Model):
 
     def config(self) -> ArchConfig:
         return ArchConfig(self.family, tuple(self.widths), self.kernel, self.batch_norm)
-
-
-FINAL = "final"  # the trained mentor itself, as a teacher (`mentor.teacher`)
-ASSISTANT = "assistant"  # the teacher assistant (`mentor.assistant`)
-
-
-def checkpoint_name(epoch: int) -> str:
-    """The mentor version kept at the end of `epoch` (`mentor.checkpoints`): `epoch20`."""
-    return f"epoch{epoch}"
 
 
 class AssistantSpec(_Model):

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from search.spaces import ASSISTANT, SearchSpace
+from search.spaces import SearchSpace
+from search.teachers import ASSISTANT
 from search.train.losses import cache_names
 from search.train.trial import prepare_mentor, splits_to_arrays
 

@@ -15,6 +15,7 @@ import torch
 
 from search.mentors import Mentor
 from search.taps import forward_with_taps
+from search.teachers import FINAL, qualify, unqualify
 
 __all__ = ["MentorCache"]
 
@@ -25,7 +26,7 @@ class MentorCache:
     """The mentor's logits and tapped features for every training sample, computed once.
 
     Other versions of the mentor (an early-stopped checkpoint, a teacher assistant: see
-    `search.train.losses.qualify`) live in `feats` under qualified names, their logits too
+    `search.teachers.qualify`) live in `feats` under qualified names, their logits too
     (`epoch20/logits`). Features are stored in fp16 (half the memory; a hint is a regression
     target, far coarser than fp16's 3 significant digits) unless their range overflows fp16;
     logits stay fp32 (soft targets at a temperature are sharper)."""
@@ -39,24 +40,24 @@ class MentorCache:
               versions: dict[str, Mentor] | None = None) -> "MentorCache":
         """`taps`: names of the final mentor's taps, and `version/tap` or `version/logits` of the
         mentors in `versions` (plain `logits` is always computed, so it may be named or not)."""
-        by_version: dict[str | None, list[str]] = {None: []}
+        by_version: dict[str, list[str]] = {FINAL: []}
         for name in taps:
-            prefix, _, tap = name.rpartition("/")
-            by_version.setdefault(prefix or None, []).append(tap)
-        missing = [v for v in by_version if v is not None and v not in (versions or {})]
+            version, output = unqualify(name)
+            by_version.setdefault(version, []).append(output)
+        mentors = {**(versions or {}), FINAL: mentor}
+        missing = [v for v in by_version if v not in mentors]
         if missing:
             raise ValueError(f"no mentor version {missing[0]!r} given for {taps}")
         logits = torch.empty(0)
         feats: dict[str, torch.Tensor] = {}
         for version, names in by_version.items():
-            m = mentor if version is None else (versions or {})[version]
-            out, fs = cls._outputs(m, x, [t for t in names if t != "logits"], batch)
+            out, fs = cls._outputs(mentors[version], x, [t for t in names if t != "logits"], batch)
             for t, f in fs.items():
-                feats[t if version is None else f"{version}/{t}"] = f.half() if f.abs().max() < 6e4 else f
-            if version is None:
+                feats[qualify(version, t)] = f.half() if f.abs().max() < 6e4 else f
+            if version == FINAL:
                 logits = out
             elif "logits" in names:
-                feats[f"{version}/logits"] = out
+                feats[qualify(version, "logits")] = out
         return cls(logits, {t: feats[t] for t in taps if t != "logits"})
 
     @staticmethod

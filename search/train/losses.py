@@ -36,12 +36,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from search.config import LABEL_TERM, TermConfig
-from search.spaces import FINAL, NonNegativeNum, PositiveNum, Range
+from search.spaces import NonNegativeNum, PositiveNum, Range
 from search.taps import Projection
+from search.teachers import FINAL, qualify
 from search.train.optim import SCHEDULES  # the loss-weight schedules the fused step computes (params["schedule"])
 
 __all__ = ["TERMS", "METRICS", "SCHEDULES", "LossTerm", "register_term", "register_metric", "describe_terms",
-           "two_stage", "Pick", "qualify", "with_source", "cache_names"]
+           "two_stage", "Pick", "with_source", "cache_names"]
 
 
 # A searched value in a space section: fixed, a list of choices, or a {low, high, log} range.
@@ -77,11 +78,6 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- teachers
-
-def qualify(source: str | None, name: str) -> str:
-    """A mentor output of a teacher: `epoch20/layer3`; the final mentor's keeps its plain name."""
-    return name if source in (None, FINAL) else f"{source}/{name}"
-
 
 def with_source(terms: Sequence[TermConfig], teacher: str) -> tuple[TermConfig, ...]:
     """Every mentor term learns from `teacher`; the final mentor is the default and left out, so

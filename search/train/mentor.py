@@ -20,7 +20,8 @@ from search.data import Splits
 from search.errors import TrainingDiverged, UserError
 from search.mentors import Mentor, load_mentor, save_mentor
 from search.models import create_mentee
-from search.spaces import FINAL, MentorSpec, checkpoint_name
+from search.spaces import MentorSpec
+from search.teachers import FINAL, checkpoint_name
 from search.train.cache import MentorCache
 from search.train.cohort import train_cohort
 

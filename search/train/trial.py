@@ -25,6 +25,7 @@ import torch
 from search.config import CohortReport, CohortSpec, MemberResult, TrialPayload
 from search.data import Splits
 from search.mentors import Mentor, load_mentor
+from search.teachers import ASSISTANT, FINAL, unqualify
 from search.train.cache import MentorCache
 from search.train.cohort import train_cohort
 from search.train.device import pick_device
@@ -112,12 +113,11 @@ def prepare_mentor(spec: Any, data: dict[str, Any], taps: list[str], mentor_file
     comes from the mentor file; the teacher assistant from `assistant_file`'s bytes, or, on its
     first use, is distilled from the mentor here and its file's bytes come back too
     (`trained_assistant`) for the driver to save beside the mentor."""
-    from search.spaces import ASSISTANT
     from search.train.mentor import ensure_mentor, mentor_from_spec, train_assistant
 
     dev = pick_device(device)
     splits = _splits(data["name"], data["tensors"], data["num_classes"], data["input_shape"], dev)
-    wanted = sorted({n.rpartition("/")[0] for n in taps} - {""})
+    wanted = sorted({unqualify(n)[0] for n in taps} - {FINAL})
     trained = trained_assistant = None
     versions: dict[str, Mentor] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,9 +149,9 @@ def prepare_mentor(spec: Any, data: dict[str, Any], taps: list[str], mentor_file
     cache = MentorCache.build(mentor, splits.x_train, taps, versions=versions)
     shapes = {}
     for name in taps:
-        v, _, tap = name.rpartition("/")
+        v, tap = unqualify(name)
         if tap != "logits":
-            shapes[name] = (versions[v] if v else mentor).tap_shapes([tap])[0]
+            shapes[name] = (mentor if v == FINAL else versions[v]).tap_shapes([tap])[0]
     free = torch.cuda.mem_get_info()[0] if dev.type == "cuda" else 0
     return {"logits": cache.logits.cpu().numpy(), "feats": {k: v.cpu().numpy() for k, v in cache.feats.items()},
             "shapes": shapes, "trained_file": trained, "trained_assistant": trained_assistant,
