@@ -32,7 +32,7 @@ from search.errors import UserError
 
 __all__ = [
     "pareto_front", "with_mentorship_gain", "mentorship_summary", "parse_budget", "pick", "Budget",
-    "hypervolume_2d", "format_front", "print_front", "pareto_rank",
+    "hypervolume_2d", "format_front", "print_front",
     "with_reevaluation", "mentorship_pairs", "mentorship_front", "paired_gain", "arm_balance",
 ]
 
@@ -76,24 +76,6 @@ def pareto_front(df: pd.DataFrame, *, acc: str = "val_acc", cost: str = "params"
     a = d[acc].to_numpy(dtype=float)
     best_before = np.concatenate(([-np.inf], np.maximum.accumulate(a)[:-1])) if len(a) else a
     return d[a > best_before].reset_index(drop=True)
-
-
-def pareto_rank(acc: list[float], cost: list[int]) -> list[int]:
-    """Non-dominated sorting rank (0 = on the front) on (acc max, cost min): the rank that
-    reports show and that successive halving keeps members by."""
-    n, rank, left = len(acc), [0] * len(acc), set(range(len(acc)))
-    r = 0
-    while left:
-        front = {i for i in left if not any(
-            acc[j] >= acc[i] and cost[j] <= cost[i] and (acc[j] > acc[i] or cost[j] < cost[i])
-            for j in left)}
-        for i in front:
-            rank[i] = r
-        left -= front
-        r += 1
-    assert len(rank) == n
-    return rank
-
 
 
 def _independent_means(df: pd.DataFrame, col: str) -> pd.Series:

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -14,6 +15,8 @@ import pytest
 import torch
 
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+# generated datasets are cached here, not in the user's ~/.cache; subprocesses and Ray workers inherit it
+os.environ.setdefault("MENTEE_CACHE_DIR", tempfile.mkdtemp(prefix="mentee-test-cache-"))
 torch.set_num_threads(2)
 
 

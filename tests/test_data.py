@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from search import data
-from search.data import Splits, dataset_names, load_dataset, register_dataset
+from search.data import Raw, Splits, dataset_names, generated, load_dataset, register_dataset, registry
 from search.errors import UserError
 
 LIBSVM = """\
@@ -88,11 +87,11 @@ def same(a: Splits, b: Splits) -> bool:
 def test_names_and_custom_registration(monkeypatch):
     expected = {"mnist1d", "digits", "iris", "libsvm:", "mnist", "fashion-mnist", "cifar10"}
     assert expected <= set(dataset_names())
-    monkeypatch.setattr(data, "_REGISTRY", dict(data._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
     @register_dataset("toy")
     def _toy(req):
-        return data._Raw(np.arange(20, dtype=np.float32)[:, None], np.arange(20) % 2, num_classes=2)
+        return Raw(np.arange(20, dtype=np.float32)[:, None], np.arange(20) % 2, num_classes=2)
 
     s = load_dataset("toy", seed=3)
     assert "toy" in dataset_names() and (len(s.y_train), len(s.y_val), len(s.y_test)) == (14, 2, 4)
@@ -112,19 +111,63 @@ def test_to_and_summary():
 # --- embedded datasets -----------------------------------------------------------------------------
 
 def test_mnist1d_small_restores_global_rng_and_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # mnist1d's own get_dataset would drop a pickle here
+    monkeypatch.setenv("MENTEE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(generated, "_MNIST1D_MEMO", {})  # made here, not read from a cache
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # mnist1d's own get_dataset would drop a pickle here
     np.random.seed(123)
     random.seed(123)
     np_state, py_state = np.random.get_state(), random.getstate()
     s = load_dataset("mnist1d", n_samples=500, seed=0)
     after = np.random.get_state()
     assert np_state[0] == after[0] and np.array_equal(np_state[1], after[1]) and np_state[2:] == after[2:]
-    assert random.getstate() == py_state and os.listdir(tmp_path) == []
+    assert random.getstate() == py_state and os.listdir(tmp_path / "cwd") == []
     assert_well_formed(s, (1, 40), 10)
     assert (len(s.y_train), len(s.y_val), len(s.y_test)) == (350, 50, 100)
     assert set(s.y_train.tolist()) == set(range(10))
     assert same(s, load_dataset("mnist1d", n_samples=500, seed=0))  # cached, and the cache is not mutated
     assert not torch.equal(s.x_train, load_dataset("mnist1d", n_samples=500, seed=1).x_train)
+
+
+def test_mnist1d_is_made_once_then_read_from_the_file_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MENTEE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(generated, "_MNIST1D_MEMO", {})
+    made = load_dataset("mnist1d", n_samples=300, seed=4)
+    (cached,) = (tmp_path / "cache").iterdir()
+    assert cached.name.startswith("mnist1d-300-seed4-") and cached.suffix == ".npz"
+
+    def must_not_make(n, seed):
+        raise AssertionError("made again instead of read from the cache")
+
+    monkeypatch.setattr(generated, "_MNIST1D_MEMO", {})  # a new process: only the file is left
+    monkeypatch.setattr(generated, "_make_mnist1d", must_not_make)
+    assert same(load_dataset("mnist1d", n_samples=300, seed=4), made)
+    assert list((tmp_path / "cache").iterdir()) == [cached]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 not a zip", "wrong arrays"])
+def test_a_damaged_cache_file_is_made_again(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("MENTEE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(generated, "_MNIST1D_MEMO", {})
+    made = load_dataset("mnist1d", n_samples=200, seed=0)
+    (cached,) = tmp_path.iterdir()
+    if damage == "wrong arrays":
+        np.savez(cached, x=np.zeros((3, 1, 40), np.float32), y=np.zeros(3, np.int64))
+    else:
+        cached.write_bytes(damage)
+    monkeypatch.setattr(generated, "_MNIST1D_MEMO", {})
+    assert same(load_dataset("mnist1d", n_samples=200, seed=0), made)
+    monkeypatch.setattr(generated, "_MNIST1D_MEMO", {})
+    monkeypatch.setattr(generated, "_make_mnist1d", lambda n, seed: pytest.fail("the repaired file was not read"))
+    assert same(load_dataset("mnist1d", n_samples=200, seed=0), made)
+
+
+def test_an_unwritable_cache_is_skipped(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("MENTEE_CACHE_DIR", str(tmp_path / "file" / "cache"))
+    monkeypatch.setattr(generated, "_MNIST1D_MEMO", {})
+    s = load_dataset("mnist1d", n_samples=100, seed=0)
+    assert len(s.y_train) + len(s.y_val) + len(s.y_test) == 100
 
 
 def test_mnist1d_n_samples_is_exact():

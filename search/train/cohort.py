@@ -5,8 +5,8 @@
 A cohort is split into a few fused groups (`group.plan_groups`, `group.FusedGroup`); each
 epoch launches every group's epoch and evaluation on its own CUDA stream. Nothing is read
 back until the end (one synchronisation per cohort), or at a halving rung: optional
-successive halving drops members there, ranked by the same Pareto rank the reports use
-(`search.pareto.pareto_rank`).
+successive halving drops members there, ranked by Pareto rank on (accuracy, parameters): the
+front that `search.pareto` draws, and the fronts behind it (`pareto_rank`).
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from search.config import ArchConfig, MemberConfig, MemberResult, Status
 from search.data import Splits
 from search.measure import architecture_cost
 from search.models import create_mentee
-from search.pareto import pareto_rank
 from search.train.cache import MentorCache
 from search.train.device import on_stream
 from search.train.group import MAX_GROUPS, FusedGroup, plan_groups
 from search.train.losses import TERMS
 
-__all__ = ["train_cohort"]
+__all__ = ["train_cohort", "pareto_rank"]
 
 
 def train_cohort(cfgs: Sequence[MemberConfig], splits: Splits, *, cache: MentorCache | None = None,
@@ -195,3 +194,21 @@ def _results(cfgs, groups, splits, curves, test_acc, status, errors, keep_weight
             cost=_cost(c.arch, splits), train_seconds=share,
             state_dict=state, error=errors[i]))
     return out
+
+
+def pareto_rank(acc: list[float], cost: list[int]) -> list[int]:
+    """Non-dominated sorting rank (0 = on the front) on (acc max, cost min): what successive
+    halving keeps members by. Here and not in `search.pareto`, which needs pandas: the trial
+    side imports torch and nothing it does not use."""
+    n, rank, left = len(acc), [0] * len(acc), set(range(len(acc)))
+    r = 0
+    while left:
+        front = {i for i in left if not any(
+            acc[j] >= acc[i] and cost[j] <= cost[i] and (acc[j] > acc[i] or cost[j] < cost[i])
+            for j in left)}
+        for i in front:
+            rank[i] = r
+        left -= front
+        r += 1
+    assert len(rank) == n
+    return rank

@@ -5,7 +5,7 @@ from torch.nn import functional as F
 from search.config import ArchConfig, MemberConfig, TermConfig, TrainConfig
 from search.taps import forward_with_taps
 from search.train.cache import MentorCache
-from search.train.cohort import train_cohort
+from search.train.cohort import pareto_rank, train_cohort
 from search.train.losses import TERMS, describe_terms, with_source
 from search.train.mentor import train_mentor
 
@@ -125,6 +125,27 @@ def test_independent_and_mentored_in_one_cohort(mnist1d_small, mentor):
     for k, v in alone.state_dict.items():
         assert torch.allclose(res[1].state_dict[k], v, rtol=1e-4, atol=1e-5), k
     assert not torch.equal(res[0].state_dict["layer1.0.weight"], alone.state_dict["layer1.0.weight"])
+
+
+def test_pareto_rank_zero_is_the_reports_front_and_each_rank_the_front_of_what_is_left():
+    import random
+
+    import pandas as pd
+
+    from search.pareto import pareto_front
+
+    rng = random.Random(0)
+    acc = [rng.choice([0.5, 0.6, 0.7, 0.8, 0.9]) for _ in range(60)]  # ties in both axes on purpose
+    cost = [rng.choice([100, 200, 400, 800]) for _ in range(60)]
+    rank = pareto_rank(acc, cost)
+    df = pd.DataFrame({"run_id": [f"{i:02d}" for i in range(60)], "status": "finished", "val_acc": acc,
+                       "params": cost, "rank": rank})
+    for r in range(max(rank) + 1):
+        left = df[df["rank"] >= r]
+        front = pareto_front(left)  # keeps one of exact duplicates; the rank gives all of them r
+        on = left[left["rank"] == r]
+        assert set(zip(front.val_acc, front.params)) == set(zip(on.val_acc, on.params))
+    assert pareto_rank([], []) == []
 
 
 def test_pruned_members_never_finish(mnist1d_small):
