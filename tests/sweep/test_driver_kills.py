@@ -48,8 +48,8 @@ SPACE = {
     # small batches: a cohort trains for a second or two, so kills land mid-training as well
     "train": {"epochs": 2, "batch_size": 32},
     # enough mentees that ten kills land before the sweep ends even on a fast machine (CI once
-    # finished 24 mentees after nine)
-    "budget": {"mentees": 36, "cohort_size": 3},
+    # finished 24 mentees after nine kills); each kill waits for at most ~3 runs of progress
+    "budget": {"mentees": 60, "cohort_size": 3},
 }
 
 
@@ -232,8 +232,11 @@ def killed_ten_times(ray_head, mentor_file, tmp_path_factory):
                                     stderr=subprocess.STDOUT, start_new_session=True)
         launches += 1
         mode = MODES[len(kills) % len(MODES)] if len(kills) < N_KILLS else None
-        if mode == "start":
-            fired = not _wait_for(lambda: False, rng.uniform(1.0, 12.0), proc)
+        if mode == "start":  # a random moment, but before the sweep has moved on by 3 runs: a fast
+            # machine resumes, writes what the last driver journaled and trains on within those seconds
+            n = len(_runs(db, driver_alive=True)) + 3
+            _wait_for(lambda n=n: len(_runs(db, driver_alive=True)) >= n, rng.uniform(1.0, 12.0), proc)
+            fired = True  # unless the driver has exited (checked below)
         elif mode == "write":  # the k-th new child run: the ones before it are recorded, it is mid-log
             n = len(_runs(db, driver_alive=True)) + rng.randint(1, 3)
             fired = _wait_for(lambda n=n: len(_runs(db, driver_alive=True)) >= n, 120, proc)
