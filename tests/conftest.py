@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +18,9 @@ import torch
 
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 # generated datasets are cached here, not in the user's ~/.cache; subprocesses and Ray workers inherit it
-os.environ.setdefault("MENTEE_CACHE_DIR", tempfile.mkdtemp(prefix="mentee-test-cache-"))
+if "MENTEE_CACHE_DIR" not in os.environ:
+    os.environ["MENTEE_CACHE_DIR"] = tempfile.mkdtemp(prefix="mentee-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["MENTEE_CACHE_DIR"], ignore_errors=True)
 torch.set_num_threads(2)
 
 
