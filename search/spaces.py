@@ -8,7 +8,9 @@ is fixed. See ``spaces/mnist1d.yaml`` for every key with a comment::
 
     space = load_space("spaces/mnist1d.yaml")     # raises UserError("spaces/x.yaml: ...")
 
-Nothing in the package below this module reads YAML.
+Nothing in the package below this module reads YAML. The value types (ranges, searched
+numbers) are in `search.space_values`, the `mentor:` section in `search.mentor_spec`; both are
+importable from here.
 """
 
 from __future__ import annotations
@@ -19,176 +21,27 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from search.config import ArchConfig, CostAxis
+from search.config import CostAxis
 from search.errors import UserError
+from search.mentor_spec import AssistantSpec, MentorArch, MentorSpec
 from search.safe_yaml import read_yaml
-from search.teachers import ASSISTANT, FINAL, checkpoint_name
+from search.space_values import NonNegativeNum, PositiveInt, PositiveNum, Range, SpaceModel, nonempty
 
 __all__ = ["SearchSpace", "Range", "load_space", "parse_space", "space_hash", "choices_of", "largest", "MentorSpec",
-           "AssistantSpec"]
+           "AssistantSpec", "MentorArch", "PositiveNum", "NonNegativeNum"]
 
 
-class _Model(BaseModel):
-    # allow_inf_nan=False: `.nan` or `1e999` (inf) in a space is a typo, never a learning rate or a budget.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-
-class Range(_Model):
-    """A continuous (or integer) range; `log` samples on a log scale."""
-
-    low: float
-    high: float
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _order(self) -> "Range":
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low:g}) must not exceed high ({self.high:g})")
-        if self.log and self.low <= 0:
-            raise ValueError("a log range needs low > 0")
-        return self
-
-
-# A searched value: fixed, a list of choices, or a range.
-Num = Union[float, list[float], Range]
-Int = Union[int, list[int], Range]
-
-
-def _at_least(bound: float, *, strict: bool = False) -> AfterValidator:
-    """Every value a searched number can take (fixed, each choice, both ends of a range) is ≥ bound
-    (> bound if strict): a negative learning rate or a zero batch size would only fail mid-sweep."""
-    def check(v: Any) -> Any:
-        values = [v.low, v.high] if isinstance(v, Range) else v if isinstance(v, list) else [v]
-        bad = [x for x in values if x < bound or (strict and x == bound)]
-        if bad:
-            raise ValueError(f"expected {'>' if strict else '≥'} {bound:g}, got {bad[0]:g}")
-        return v
-    return AfterValidator(check)
-
-
-PositiveNum = Annotated[Num, _at_least(0, strict=True)]  # learning rate, temperature, growth
-NonNegativeNum = Annotated[Num, _at_least(0)]  # weight decay, loss weights (0 = term off)
-PositiveInt = Annotated[Int, _at_least(1)]  # depth, width, kernel, batch size
-
-
-def _nonempty(v: Any) -> Any:
-    if isinstance(v, list) and not v:
-        raise ValueError("empty list of choices; give at least one value")
-    return v
-
-
-class DatasetSpec(_Model):
+class DatasetSpec(SpaceModel):
     name: str = "mnist1d"
     root: str | None = None  # directory of local files (mnist, fashion-mnist, cifar10)
     n_samples: int | None = Field(default=None, ge=10)
     seed: int = Field(default=0, ge=0, lt=2**32)  # numpy and mnist1d take 32-bit unsigned seeds
 
 
-def _widths(v: list[int]) -> list[int]:
-    if not v or any(w < 1 for w in v):
-        raise ValueError("widths must be a non-empty list of integers ≥ 1")
-    return v
-
-
-class MentorArch(_Model):
-    family: str = "conv1d"
-    widths: list[int] = [64, 128, 128, 128]
-    kernel: int = Field(default=5, ge=1)
-    batch_norm: bool = True
-
-    _w = field_validator("widths")(_widths)
-
-    def config(self) -> ArchConfig:
-        return ArchConfig(self.family, tuple(self.widths), self.kernel, self.batch_norm)
-
-
-class AssistantSpec(_Model):
-    """A teacher assistant (Mirzadeh et al. 2020): a mentor of the mentor's family, kernel and depth
-    (so its tap names are the mentor's) but narrower, distilled from the mentor (label loss plus
-    `kd_weight` · KD at `temperature`) on first use and saved beside the mentor file."""
-
-    widths: list[int]
-    epochs: int = Field(default=40, ge=1)
-    lr: float = Field(default=3e-3, gt=0)
-    kd_weight: float = Field(default=0.5, gt=0)
-    temperature: float = Field(default=4.0, gt=0)
-
-    _w = field_validator("widths")(_widths)
-
-
-class MentorSpec(_Model):
-    """`path` is loaded if it exists; otherwise a mentor of `arch` is trained and saved there.
-
-    The versions a mentee may learn from (`teacher`): `final` (the trained mentor), `epochN` for
-    each of `checkpoints` (the mentor's weights at the end of epoch N of its training: Cho &
-    Hariharan 2019, early-stopped teachers teach small students better) and `assistant` if the
-    space defines one (a mid-sized network between mentor and mentee: Mirzadeh et al. 2020)."""
-
-    path: str = "mentors/mentor.pt"
-    arch: MentorArch = MentorArch()
-    epochs: int = Field(default=60, ge=1)
-    lr: float = Field(default=3e-3, gt=0)
-    batch_size: int = Field(default=128, ge=1)
-    seed: int = Field(default=0, ge=0, lt=2**32)  # numpy and mnist1d take 32-bit unsigned seeds
-    factory: str | None = None  # package.module:function for your own nn.Module (then `taps` is required)
-    taps: list[str] | None = None
-    checkpoints: list[int] = []  # epochs whose weights mentor training keeps: versions `epochN`
-    assistant: AssistantSpec | None = None
-    teacher: Union[str, list[str]] = FINAL  # the version(s) a mentored mentee learns from: a searched choice
-
-    @field_validator("checkpoints")
-    @classmethod
-    def _checkpoints(cls, v: list[int], info: Any) -> list[int]:
-        epochs = info.data.get("epochs")
-        for e in v:
-            if epochs is not None and not 1 <= e < epochs:
-                raise ValueError(f"epoch {e} is outside 1..{epochs - 1} (mentor.epochs is {epochs}; the last "
-                                 f"epoch's weights are the version '{FINAL}')")
-        return sorted(set(v))
-
-    @field_validator("assistant")
-    @classmethod
-    def _assistant(cls, v: AssistantSpec | None, info: Any) -> AssistantSpec | None:
-        arch = info.data.get("arch")
-        if v is not None and arch is not None and len(v.widths) != len(arch.widths):
-            raise ValueError(f"widths: expected {len(arch.widths)} widths, one per layer of mentor.arch (so "
-                             f"the assistant's taps are the mentor's), got {len(v.widths)}")
-        return v
-
-    @field_validator("teacher")
-    @classmethod
-    def _teacher(cls, v: Union[str, list[str]], info: Any) -> Union[str, list[str]]:
-        if isinstance(v, list) and not v:
-            raise ValueError(f"empty list of choices; give at least one (e.g. [{FINAL}])")
-        if "checkpoints" not in info.data or "assistant" not in info.data:
-            return v  # a bad checkpoints or assistant key is reported on its own
-        known = cls.versions(info.data["checkpoints"], info.data["assistant"])
-        for name in v if isinstance(v, list) else [v]:
-            if name not in known:
-                raise ValueError(f"'{name}' is not a mentor version this space defines; expected one of "
-                                 f"{', '.join(known)} (epochN needs N in mentor.checkpoints, assistant needs "
-                                 "mentor.assistant)")
-        return v
-
-    @model_validator(mode="after")
-    def _trained_here(self) -> "MentorSpec":
-        if self.factory and (self.checkpoints or self.assistant):
-            raise ValueError("checkpoints and assistant need a mentor trained from mentor.arch, not a "
-                             "mentor.factory")
-        return self
-
-    @staticmethod
-    def versions(checkpoints: list[int], assistant: AssistantSpec | None) -> list[str]:
-        return [FINAL, *map(checkpoint_name, checkpoints), *([ASSISTANT] if assistant else [])]
-
-    def teachers(self) -> list[str]:
-        """The versions mentored mentees may learn from (each a choice of `teacher`)."""
-        return list(self.teacher) if isinstance(self.teacher, list) else [self.teacher]
-
-
-class MenteeSpec(_Model):
+class MenteeSpec(SpaceModel):
     family: str = "conv1d"
     depth: PositiveInt = [1, 2, 3]
     width: PositiveInt = [4, 8, 16, 32]  # first layer's width
@@ -197,10 +50,10 @@ class MenteeSpec(_Model):
     batch_norm: Union[bool, list[bool]] = False
     max_width: int = Field(default=512, ge=1)
 
-    _ne = field_validator("depth", "width", "growth", "kernel", "batch_norm")(_nonempty)
+    _ne = field_validator("depth", "width", "growth", "kernel", "batch_norm")(nonempty)
 
 
-class TrainSpec(_Model):
+class TrainSpec(SpaceModel):
     epochs: int = Field(default=20, ge=1)
     batch_size: PositiveInt = 128
     lr: PositiveNum = Range(low=1e-3, high=1e-2, log=True)
@@ -208,17 +61,17 @@ class TrainSpec(_Model):
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
     seed: int = Field(default=0, ge=0, lt=2**32)  # numpy and mnist1d take 32-bit unsigned seeds
 
-    _ne = field_validator("batch_size", "lr", "weight_decay")(_nonempty)
+    _ne = field_validator("batch_size", "lr", "weight_decay")(nonempty)
 
 
-class EarlyStopping(_Model):
+class EarlyStopping(SpaceModel):
     """Successive halving inside each cohort: at each rung keep the best 1/eta."""
 
     rungs: list[Annotated[int, Field(ge=1)]] = [5]
     eta: int = Field(default=3, ge=2)
 
 
-class Budget(_Model):
+class Budget(SpaceModel):
     mentees: int = Field(default=64, ge=1)  # total, independent twins included
     # mentees per trial; auto: from device memory
     cohort_size: Union[Annotated[int, Field(ge=1)], Literal["auto"]] = "auto"
@@ -232,7 +85,7 @@ class Budget(_Model):
     reevaluate_seeds: int = Field(default=0, ge=0, le=100)
 
 
-class SearchSpace(_Model):
+class SearchSpace(SpaceModel):
     name: str | None = None  # experiment name; default: the file's stem
     dataset: DatasetSpec = DatasetSpec()
     mentor: MentorSpec = MentorSpec()

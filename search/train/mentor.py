@@ -18,9 +18,9 @@ from pathlib import Path
 from search.config import ArchConfig, MemberConfig, Status, TermConfig, TrainConfig
 from search.data import Splits
 from search.errors import TrainingDiverged, UserError
+from search.mentor_spec import MentorSpec
 from search.mentors import Mentor, load_mentor, save_mentor
 from search.models import create_mentee
-from search.spaces import MentorSpec
 from search.teachers import FINAL, checkpoint_name
 from search.train.cache import MentorCache
 from search.train.cohort import train_cohort

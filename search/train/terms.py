@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 from torch.nn import functional as F
 
 from search.config import TermConfig
-from search.spaces import NonNegativeNum, PositiveNum, Range
+from search.space_values import NonNegativeNum, PositiveNum, Range
 from search.taps import Projection
 from search.teachers import qualify
 from search.train.losses import METRICS, SCHEDULES, LossTerm, Pick, TermSpace, describe_suffix, register_term
