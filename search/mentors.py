@@ -32,6 +32,7 @@ from search.config import ArchConfig
 from search.errors import UserError
 from search.models import create_mentee
 from search.taps import check_taps, tap_shapes
+from search.teachers import FINAL
 
 __all__ = ["Mentor", "save_mentor", "load_mentor", "MENTOR_FORMAT"]
 
@@ -109,7 +110,7 @@ def load_mentor(path: str | Path, *, factory: str | None = None, taps: Sequence[
     `version`: one of the file's checkpoints (`epoch20`) instead of the final weights."""
     path = Path(path)
     blob = _load_weights(path)
-    if version == "final":
+    if version == FINAL:
         version = None
     if version is not None and factory is not None:
         raise UserError(f"{path}: mentor version '{version}' asked of a factory mentor; only a mentor saved by "
@@ -137,8 +138,8 @@ def load_mentor(path: str | Path, *, factory: str | None = None, taps: Sequence[
         names = tuple(taps) if taps else tuple(model.taps)
         check_taps(model, names, f"{path}")
         spec = {"kind": "family", "arch": blob["arch"], "dataset": blob.get("dataset"),
-                "metrics": blob.get("metrics", {}), "versions": ["final", *versions],
-                "version": version or "final"}
+                "metrics": blob.get("metrics", {}), "versions": [FINAL, *versions],
+                "version": version or FINAL}
         return Mentor(model.eval(), names, shape, nc, spec)
     if not taps or input_shape is None or num_classes is None:
         raise UserError("--factory needs taps, the input shape and the number of classes")
