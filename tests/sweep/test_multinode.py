@@ -38,9 +38,13 @@ def cluster():
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     nodes = [c.add_node(num_cpus=1) for _ in range(2)]
     c.wait_for_nodes()
-    yield c, nodes
-    ray.shutdown()
-    c.shutdown()
+    try:
+        yield c, nodes
+    finally:  # the cluster goes even if disconnecting fails: a head left running would be joined by later
+        try:  # tests' sweeps (its address file is the machine's last), which would then wait on 0 CPUs
+            ray.shutdown()
+        finally:
+            c.shutdown()
 
 
 def _space(tmp_path, name):
