@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from search.data import load_dataset  # noqa: E402
 from search.mentors import load_mentor  # noqa: E402
-from search.pareto import arm_balance, mentorship_front  # noqa: E402
+from search.results.fronts import arm_balance, mentorship_front  # noqa: E402
 from search.spaces import SearchSpace, load_space  # noqa: E402
 from search.sweep.run import run_sweep  # noqa: E402
 from search.tracking import load_runs  # noqa: E402

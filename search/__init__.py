@@ -18,9 +18,8 @@ Modules (one job each; submodules are imported on use, so the CLI starts fast):
     mentors    a mentor (network + taps) and its file: save_mentor, load_mentor
     measure    params, weight bytes, SRAM, MACs, latency
     devices    device profiles and their budgets
-    pareto     fronts, budgets, pick, mentorship gains
-    dashboard  the offline HTML dashboard
-    export     ONNX (int8) and TorchScript, checked against the torch model
+    pareto     front math both sides share: fronts, paired gains, budgets, hypervolume
+    results/   THE READING SIDE: front views, pick, dashboard, export (never imports sweep/ or Optuna)
     progress   a progress bar, quiet off a terminal
     errors     UserError (one line, exit 2) and the other exceptions a user sees
     train/     THE TRIAL SIDE (torch only): loss terms, mentor cache, fused cohorts, the Ray trial

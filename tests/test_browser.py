@@ -16,8 +16,8 @@ import zlib
 import pandas as pd
 import pytest
 
-from search.dashboard import build_dashboard, write_dashboard
 from search.devices import load_devices
+from search.results.dashboard import build_dashboard, write_dashboard
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 if CHROMIUM is None:

@@ -64,10 +64,10 @@ def sweep(mlflow_server, tmp_path_factory):
     from mlflow.tracking import MlflowClient
 
     from search.config import ArchConfig, MemberConfig, MemberResult, Status
-    from search.dashboard import build_dashboard, write_dashboard
     from search.devices import load_devices
     from search.measure import architecture_cost
     from search.models import create_mentee
+    from search.results.dashboard import build_dashboard, write_dashboard
     from search.tracking import SweepTracker, load_runs, log_sweep_artifact, register_pick
 
     exp = f"browser-{uuid.uuid4().hex[:6]}"

@@ -20,7 +20,7 @@ import yaml
 from search.data import load_dataset
 from search.models import create_mentee
 from search.pareto import pareto_front
-from search.pareto import pick as pick_row
+from search.results.pick import pick as pick_row
 from search.spaces import load_space
 from search.sweep.run import run_sweep
 from search.tracking import SweepTracker, load_member, load_runs

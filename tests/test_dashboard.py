@@ -12,9 +12,9 @@ import stat
 import pandas as pd
 import pytest
 
-from search.dashboard import build_dashboard, write_dashboard
 from search.devices import AXES, Budget, DeviceProfile, load_devices
 from search.pareto import pareto_front
+from search.results.dashboard import build_dashboard, write_dashboard
 
 
 def runs_frame() -> pd.DataFrame:
@@ -145,7 +145,7 @@ def test_latency_is_measured_once_per_architecture():
     import pandas as pd
 
     from search.config import ArchConfig
-    from search.dashboard import with_latency
+    from search.results.dashboard import with_latency
 
     runs = pd.DataFrame({"run_id": ["a", "b", "c"], "arch_key": ["k1", "k1", "k2"],
                          "status": ["finished", "finished", "failed"]})

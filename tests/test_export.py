@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from search.errors import UserError
-from search.export import export_model, verify_export
+from search.results.export import export_model, verify_export
 from search.tracking import load_runs
 
 
@@ -110,7 +110,7 @@ def data():
 
 
 def test_int8_static_agrees_with_torch_on_test_data(tmp_path, data):
-    from search.export import export_int8, onnx_weight_bytes
+    from search.results.export import export_int8, onnx_weight_bytes
 
     net = trained_conv(data)
     path = tmp_path / "m-int8.onnx"
@@ -128,7 +128,7 @@ def test_int8_static_agrees_with_torch_on_test_data(tmp_path, data):
 
 
 def test_int8_dynamic_without_data_says_so(tmp_path, data):
-    from search.export import export_int8
+    from search.results.export import export_int8
 
     rep = export_int8(trained_conv(data, steps=5), data.input_shape, tmp_path / "d.onnx")
     assert rep.method == "dynamic" and not rep.on_data and rep.acc_int8 is None and 0 <= rep.agreement <= 1
@@ -139,8 +139,8 @@ def test_flash_checked_again_after_quantisation(tmp_path, data):
     biases): the real int8 file also stores a zero point per channel and the activations' scales, so it no
     longer fits, and says so."""
     from search.devices import load_devices
-    from search.export import export_int8, flash_check
     from search.measure import weight_bytes
+    from search.results.export import export_int8, flash_check
 
     net = trained_conv(data, steps=5, batch_norm=False)
     estimate = weight_bytes(net, "int8")

@@ -11,19 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from search.errors import UserError
-from search.pareto import (
-    arm_balance,
-    format_front,
-    hypervolume_2d,
-    mentorship_pairs,
-    mentorship_summary,
-    pareto_front,
-    parse_budget,
-    pick,
-    print_front,
-    with_mentorship_gain,
-    with_reevaluation,
-)
+from search.pareto import hypervolume_2d, mentorship_pairs, pareto_front, parse_budget
+from search.results.fronts import arm_balance, mentorship_summary, with_mentorship_gain, with_reevaluation
+from search.results.pick import pick
+from search.results.table import format_front, print_front
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:

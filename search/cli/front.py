@@ -45,14 +45,9 @@ def pareto(
 ):
     """Print the non-dominated front (val accuracy vs cost) with the mentorship gain at each point."""
     from search.config import COST_AXES
-    from search.pareto import (
-        arm_balance,
-        format_front,
-        mentorship_front,
-        pareto_front,
-        print_front,
-        with_mentorship_gain,
-    )
+    from search.pareto import pareto_front
+    from search.results.fronts import arm_balance, mentorship_front, with_mentorship_gain
+    from search.results.table import format_front, print_front
 
     if by not in COST_AXES:
         raise UserError(f"--by: '{by}' is not a cost; expected one of {', '.join(COST_AXES)}")
@@ -104,7 +99,7 @@ def pick(
     sweep re-evaluated) within the budget or device. With --device, a latency budget is checked here (the
     sweep cannot know it in advance), and the pick is registered under the device's alias."""
     from search.pareto import Budget, parse_budget
-    from search.pareto import pick as pick_row
+    from search.results.pick import pick as pick_row
     from search.tracking import resolve_uri
 
     if max_params is None and max_bytes is None and max_macs is None and device is None:
@@ -116,7 +111,7 @@ def pick(
                       "max_macs": parse_budget("--max-macs", max_macs) if max_macs is not None else None}
     df = _runs(tracking_uri, experiment)
     if profile is not None:
-        from search.sweep.target import pick_for_device
+        from search.results.pick import pick_for_device
         row, nearest = pick_for_device(df, profile, resolve_uri(tracking_uri), **budget)
         if row is None:  # not an error: say so, and show what comes closest
             also = " and the --max-* budget" if any(v is not None for v in budget.values()) else ""
@@ -167,9 +162,9 @@ def dashboard(
     tracking_uri: Optional[str] = typer.Option(None, help=URI_HELP),
 ):
     """Write the sweep's Pareto dashboard (one offline HTML file) and attach it to the sweep's parent run."""
-    from search.dashboard import build_dashboard, with_latency, write_dashboard
     from search.devices import get_device, load_devices
-    from search.pareto import pick as pick_row
+    from search.results.dashboard import build_dashboard, with_latency, write_dashboard
+    from search.results.pick import pick as pick_row
     from search.tracking import load_arch, load_curves, log_sweep_artifact, resolve_uri
 
     known = load_devices(devices)
@@ -205,8 +200,8 @@ def export_cmd(
     devices: Optional[Path] = typer.Option(None, help="Your own device profiles (YAML), added to the shipped ones."),
 ):
     """Export a mentee to ONNX (optionally int8) or TorchScript and check it against the torch model."""
-    from search.export import export_int8, export_model, flash_check, onnx_weight_bytes
     from search.models import create_mentee
+    from search.results.export import export_int8, export_model, flash_check, onnx_weight_bytes
     from search.tracking import load_member, resolve_model_ref, resolve_uri
 
     if fmt not in ("onnx", "torchscript"):

@@ -3,7 +3,6 @@
     profile = target_profile(space)                   # None when the space names no target
     note = check_space(space, (1, 40), 10, where)     # plan time: "18 of 24 architectures fit"; none → UserError
     trial, cfg = ask_fitting(study, space, tags, ask) # Driver._ask: asks until a config fits the device
-    row, nearest = pick_for_device(df, profile, uri)  # pick time: the same budgets, latency included
 
 What is known before training — params, flash (weight bytes), SRAM (the activation arena), MACs — comes from
 `measure.architecture_cost` on the CPU, once per architecture (the driver never touches CUDA). A config over
@@ -23,7 +22,8 @@ the device's budget is never trained:
   it stops with one line (UserError): the device is too small for (nearly all of) the space.
 
 Latency cannot be known in advance on a cluster (it is measured on the picking machine, 1-thread ONNX
-Runtime, times the profile's `scale`), so latency budgets are applied at pick time only (`pick_for_device`).
+Runtime, times the profile's `scale`), so latency budgets are applied at pick time only
+(`search.results.pick.pick_for_device`).
 """
 
 from __future__ import annotations
@@ -31,23 +31,18 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import Any
 
 import optuna
-import pandas as pd
 
 from search.config import COST_AXES, ArchConfig, MemberConfig
 from search.devices import BudgetMiss, DeviceProfile, format_cost, get_device, load_devices
 from search.errors import UserError
 from search.spaces import Range, SearchSpace, choices_of
 
-if TYPE_CHECKING:
-    from search.pareto import Budget
-
 __all__ = ["MAX_SKIPS_IN_A_ROW", "target_profile", "arch_cost", "sweep_misses", "constraints", "ask_fitting",
-           "space_architectures", "check_space", "pick_for_device", "int_values"]
+           "space_architectures", "check_space", "int_values"]
 
 # Over-budget proposals in a row before the sweep gives up. TPE learns from them, so a space where a few
 # percent of the architectures fit gets there in tens of asks; 200 in a row means (almost) nothing fits.
@@ -198,53 +193,3 @@ def check_space(space: SearchSpace, input_shape: tuple[int, ...], num_classes: i
     of = f"{fit} of {len(archs)} architectures" + ("" if exhaustive else " sampled")
     later = "; latency checked at pick time" if profile.budget("latency_ms") else ""
     return f"{profile.name} ({budgets}): {of} fit, the rest are never trained{later}"
-
-
-# ---- pick time ------------------------------------------------------------------------------------------
-
-def _latency_from_run(uri: str | None) -> Callable[[pd.Series], float]:
-    def measure(row: pd.Series) -> float:
-        from search.measure import latency_ms_ort
-        from search.models import create_mentee
-        from search.tracking import load_member
-
-        cfg, _, meta = load_member(uri, row["run_id"])
-        net = create_mentee(cfg.arch, meta["input_shape"], meta["num_classes"])
-        return latency_ms_ort(net, tuple(meta["input_shape"]))
-    return measure
-
-
-def pick_for_device(df: pd.DataFrame, profile: DeviceProfile, uri: str | None = None, *,
-                    latency: Callable[[pd.Series], float] | None = None,
-                    **budget: Unpack[Budget]) -> tuple[pd.Series | None, list[tuple[pd.Series, list[BudgetMiss]]]]:
-    """The most accurate finished mentee that fits the device (and `budget`: max_params, max_bytes,
-    max_macs, as `pareto.pick` takes them); `(row, [])`, or `(None, nearest)`: up to three finished rows
-    with what each misses. A latency budget is checked here only: the best candidate's architecture is
-    timed (`latency(row)`, by default ONNX Runtime on the run's architecture; once per architecture) and
-    the next one tried while it is too slow. The row returned carries `latency_ms` when it was timed."""
-    from search.pareto import pick as pick_row
-
-    latency = latency or _latency_from_run(uri)
-    lat = profile.budget("latency_ms")
-    timed: dict[str, float] = {}
-    df = df.copy()
-    df["latency_ms"] = math.nan
-    pool = df[[not sweep_misses(profile, r) for _, r in df.iterrows()]] if len(df) else df
-    while (row := pick_row(pool, **budget)) is not None:
-        if lat is None:
-            return row, []
-        key = row["arch_key"]
-        if key not in timed:
-            timed[key] = float(latency(row))
-        df.loc[df.arch_key == key, "latency_ms"] = timed[key]
-        if lat.device_value(timed[key]) <= lat.limit:
-            row = row.copy()
-            row["latency_ms"] = timed[key]
-            return row, []
-        pool = pool[pool.arch_key != key]
-    done = df[df.status == "finished"]
-    # latency not timed (another budget already fails) is left out of the misses: it would only say "not measured"
-    rows = [(r, [m for m in profile.check(r) if m.value is not None or m.budget.axis != "latency_ms"])
-            for _, r in done.iterrows()]
-    rows.sort(key=lambda x: (len(x[1]), x[0]["params"]))
-    return None, rows[:3]

@@ -11,7 +11,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from search.pareto import arm_balance, mentorship_front, paired_gain, pick
+from search.pareto import paired_gain
+from search.results.fronts import arm_balance, mentorship_front
+from search.results.pick import pick
 from search.spaces import load_space
 from search.sweep.reeval import reeval_targets
 from search.sweep.run import run_sweep

@@ -19,9 +19,10 @@ import yaml
 
 from search.devices import load_devices
 from search.errors import UserError
+from search.results.pick import pick_for_device
 from search.spaces import load_space, parse_space
 from search.sweep.suggest import make_sampler, suggest_member
-from search.sweep.target import MAX_SKIPS_IN_A_ROW, arch_cost, ask_fitting, check_space, pick_for_device
+from search.sweep.target import MAX_SKIPS_IN_A_ROW, arch_cost, ask_fitting, check_space
 
 REPO = Path(__file__).resolve().parents[2]
 TAGS = {"mentee.input_shape": "[1, 40]", "mentee.num_classes": "10"}

@@ -36,7 +36,7 @@ from search.pareto import pareto_front
 
 __all__ = ["build_dashboard", "with_latency", "write_dashboard", "TEMPLATE"]
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "dashboards" / "template.html"
+TEMPLATE = Path(__file__).resolve().parents[2] / "dashboards" / "template.html"
 _UNIT = {"count": "", "bytes": "bytes", "ms": "ms"}
 _CONFIG_COLS = ("family", "widths", "kernel", "mapping", "seed")
 _ACC_LABEL = {"val_acc": "validation accuracy", "test_acc": "test accuracy"}
