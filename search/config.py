@@ -34,7 +34,7 @@ CostAxis = Literal["params", "bytes_fp32", "bytes_int8", "sram_fp32", "sram_int8
 COST_AXES: tuple[str, ...] = get_args(CostAxis)
 
 # The one loss term that needs no mentor. Every other registered term is a *mentor term*
-# (`search.train.losses` checks this when a term registers).
+# (`search.terms` checks this when a term registers).
 LABEL_TERM = "ce"
 
 
@@ -87,7 +87,7 @@ class ArchConfig:
 
 @dataclass(frozen=True)
 class TermConfig:
-    """One term of a member's loss: a registered kind (`search.train.losses.TERMS`), its
+    """One term of a member's loss: a registered kind (`search.terms.TERMS`), its
     weight and its parameters (e.g. a hint's `student`, `teacher`, `metric`; KD's
     `temperature`). A mentor term of weight 0 does nothing."""
 

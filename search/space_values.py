@@ -1,6 +1,6 @@
 """The value types of a search space: the strict base model every section is, and searched
 values (fixed, a list of choices, or a `Range`) with their bounds. Shared by `search.spaces`,
-`search.mentor_spec` and the loss terms' sections (`search.train.terms`)."""
+`search.mentor_spec` and the loss terms' sections (`search.terms`)."""
 
 from __future__ import annotations
 

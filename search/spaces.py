@@ -90,7 +90,7 @@ class SearchSpace(SpaceModel):
     dataset: DatasetSpec = DatasetSpec()
     mentor: MentorSpec = MentorSpec()
     mentee: MenteeSpec = MenteeSpec()
-    # the loss terms a mentee may get, by registered name (`search.train.losses.TERMS`), each
+    # the loss terms a mentee may get, by registered name (`search.terms.TERMS`), each
     # with its own section; the label term `ce` is always there
     terms: dict[str, Any] = Field(default={"ce": {}, "hint": {}}, validate_default=True)
     train: TrainSpec = TrainSpec()
@@ -145,7 +145,7 @@ class SearchSpace(SpaceModel):
     @field_validator("terms", mode="before")
     @classmethod
     def _terms(cls, v: Any) -> dict[str, Any]:
-        from search.train.losses import TERMS
+        from search.terms import TERMS
 
         if not isinstance(v, dict):
             raise ValueError("expected a mapping of loss-term names to their settings")

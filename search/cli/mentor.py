@@ -110,8 +110,8 @@ def compare(
     from search.config import ArchConfig, TermConfig
     from search.data import load_dataset
     from search.progress import Progress
+    from search.terms import METRICS
     from search.train.compare import compare_mentorship
-    from search.train.losses import METRICS
 
     if metric not in METRICS:
         raise UserError(f"--metric: unknown metric '{metric}'; expected one of {', '.join(sorted(METRICS))}")

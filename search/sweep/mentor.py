@@ -9,7 +9,7 @@ saves what comes back — the mentor file where the space says, and the cache be
 of the same space reads that file and starts training at once: no task, no process, no GPU.
 
 Other teachers (`mentor.teacher`): the cache holds the outputs of every version the space offers
-(`search.train.losses.cache_names`). A checkpoint lives in the mentor file; a teacher assistant
+(`search.terms.cache_names`). A checkpoint lives in the mentor file; a teacher assistant
 is distilled by the same task on its first use, and the driver saves it beside the mentor as
 `<mentor>.assistant-<key>.pt`, keyed by the mentor's bytes, the assistant spec and the dataset:
 later sweeps send it to the task, which loads it and never trains it again.
@@ -26,7 +26,7 @@ import numpy as np
 
 from search.spaces import SearchSpace
 from search.teachers import ASSISTANT
-from search.train.losses import cache_names
+from search.terms import cache_names
 from search.train.trial import prepare_mentor, splits_to_arrays
 
 __all__ = ["mentor_outputs"]

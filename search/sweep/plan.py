@@ -24,7 +24,7 @@ from search.models import create_mentee
 from search.spaces import SearchSpace, largest
 from search.sweep.target import check_space, int_values
 from search.taps import tap_shapes
-from search.train.losses import TERMS
+from search.terms import TERMS
 from search.train.trial import splits_to_arrays
 
 __all__ = ["SweepPlan", "plan_sweep", "trial_payload"]

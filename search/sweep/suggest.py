@@ -22,7 +22,7 @@ Every sweep searches two *arms* with the same effort, so that "the best independ
 
 A mentored mentee with a mentor term also gets a *teacher* (`mentor.teacher`, the Optuna param
 `teacher` when it is a choice): the final mentor, an early-stopped checkpoint or the teacher
-assistant. Every mentor term of the mentee learns from it (`losses.with_source`).
+assistant. Every mentor term of the mentee learns from it (`search.terms.with_source`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import optuna
 
 from search.config import ArchConfig, MemberConfig, TrainConfig
 from search.spaces import Range, SearchSpace
-from search.train.losses import TERMS, two_stage, with_source
+from search.terms import TERMS, two_stage, with_source
 
 __all__ = ["suggest_member", "make_sampler", "ArmBalance", "ARMS", "ARCH_PARAMS", "has_mentor_terms"]
 

@@ -46,8 +46,8 @@ from mlflow.utils.validation import (
 
 from search.config import MemberConfig, MemberResult, Status
 from search.errors import UserError
+from search.terms import TERMS, describe_terms
 from search.tracking.retry import first_touch, retrying
-from search.train.losses import TERMS, describe_terms
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in CLI output
 for _name in ("mlflow", "alembic"):  # "Creating initial MLflow database tables..." is not for our users
@@ -93,7 +93,7 @@ def resolve_uri(uri: str | None) -> str:
 
 def mapping_string(config: MemberConfig) -> str:
     """Readable mentor side, e.g. `layer2->layer3:rmse@0.1;kd@0.5/T4`; `none` when independent.
-    Each loss term writes its own part (`search.train.losses`)."""
+    Each loss term writes its own part (`search.terms`)."""
     return describe_terms(config.terms)
 
 

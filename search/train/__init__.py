@@ -1,7 +1,6 @@
-"""THE TRIAL SIDE: torch training only (never Optuna, MLflow or Ray Tune's driver API).
+"""THE TRIAL SIDE: torch training only (never Optuna, MLflow or Ray Tune's driver API). The loss
+terms it computes are registered in `search.terms`.
 
-    losses   the loss terms of the mentee loss: the registry, what a term declares, teachers
-    terms    the built-in terms: label loss, hint, KD, attention transfer
     cache    the mentor's logits and tapped features, computed once
     layout   how members of mixed depth, width and kernel pad into one template; 1-3 groups a cohort
     group    a fused group: its members' step (vmapped, CUDA graph), evaluation, results

@@ -75,7 +75,7 @@ class MentorCache:
         return torch.cat(logits), {t: torch.cat(v) for t, v in feats.items()}
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        """A mentor output by the name a loss term reads it by (`search.train.losses.LossTerm.mentor_outputs`)."""
+        """A mentor output by the name a loss term reads it by (`search.terms.LossTerm.mentor_outputs`)."""
         return self.logits if name == "logits" else self.feats[name]
 
     def names(self) -> set[str]:

@@ -21,10 +21,10 @@ from search.config import ArchConfig, MemberConfig, MemberResult, Status
 from search.data import Splits
 from search.measure import architecture_cost
 from search.models import create_mentee
+from search.terms import TERMS
 from search.train.cache import MentorCache
 from search.train.device import on_stream
 from search.train.group import MAX_GROUPS, FusedGroup, plan_groups
-from search.train.losses import TERMS
 
 __all__ = ["train_cohort", "pareto_rank"]
 

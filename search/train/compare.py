@@ -19,10 +19,10 @@ from search.data import Splits
 from search.errors import TrainingDiverged, UserError
 from search.models import create_mentee
 from search.taps import check_taps
+from search.terms import TERMS, describe_terms
 from search.train.cache import MentorCache
 from search.train.cohort import train_cohort
 from search.train.device import pick_device
-from search.train.losses import TERMS, describe_terms
 from search.train.mentor import mentor_from_spec
 
 __all__ = ["compare_mentorship"]

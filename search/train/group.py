@@ -31,10 +31,10 @@ from torch.nn import functional as F
 from search.config import MemberConfig, TermConfig
 from search.data import Splits
 from search.taps import forward_with_taps
+from search.terms import TERMS
 from search.train.cache import MentorCache
 from search.train.device import autocast
 from search.train.layout import MAX_GROUPS, Layout, MenteeWithTerms, build_member, plan_groups, template_of
-from search.train.losses import TERMS
 from search.train.optim import adamw_flat_, lr_factor, schedule_table, weight_factor
 
 __all__ = ["FusedGroup", "MenteeWithTerms", "build_member", "plan_groups", "sample_order", "MAX_GROUPS"]

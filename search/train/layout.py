@@ -33,7 +33,7 @@ from torch import nn
 from search.config import ArchConfig, MemberConfig, TermConfig
 from search.models import centred_dims, create_mentee, create_template, exit_key, fuse_class, logical_shapes, step_cost
 from search.taps import forward_with_taps, tap_shapes
-from search.train.losses import TERMS, LossTerm
+from search.terms import TERMS, LossTerm
 
 __all__ = ["MenteeWithTerms", "build_member", "template_of", "plan_groups", "Layout", "MAX_GROUPS"]
 

@@ -15,7 +15,7 @@ from search.errors import UserError
 from search.models import create_mentee
 from search.spaces import parse_space
 from search.sweep.suggest import ARCH_PARAMS, ArmBalance, make_sampler, suggest_member
-from search.train.losses import SCHEDULES, describe_terms
+from search.terms import SCHEDULES, describe_terms
 
 SPACE = {
     "name": "arms",

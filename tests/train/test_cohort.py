@@ -4,9 +4,9 @@ from torch.nn import functional as F
 
 from search.config import ArchConfig, MemberConfig, TermConfig, TrainConfig
 from search.taps import forward_with_taps
+from search.terms import TERMS, describe_terms, with_source
 from search.train.cache import MentorCache
 from search.train.cohort import pareto_rank, train_cohort
-from search.train.losses import TERMS, describe_terms, with_source
 from search.train.mentor import train_mentor
 
 

@@ -1,7 +1,7 @@
-"""The built-in loss terms, registered in `search.train.losses.TERMS` when it is imported:
+"""The built-in loss terms, registered in `search.terms.TERMS` when `search.terms` is imported:
 the label loss (`ce`), FitNets hints (`hint`), soft targets (`kd`, Hinton et al. 2015) and
 attention transfer (`attention`, Zagoruyko & Komodakis 2017). What a term declares, and how
-slots and member parameters work: `search.train.losses`.
+slots and member parameters work: `search.terms.registry`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from search.config import TermConfig
 from search.space_values import NonNegativeNum, PositiveNum, Range
 from search.taps import Projection
 from search.teachers import qualify
-from search.train.losses import METRICS, SCHEDULES, LossTerm, Pick, TermSpace, describe_suffix, register_term
+from search.terms.registry import METRICS, SCHEDULES, LossTerm, Pick, TermSpace, describe_suffix, register_term
 
 _Space = TypeVar("_Space", bound=TermSpace)  # a tap-to-tap term's space section
 

@@ -21,10 +21,11 @@ module (a "slot"); a member weights the slots that are not its own by exactly 0.
 parameters (`member_params`, e.g. KD's temperature) are numbers each member has its own of:
 they arrive in `p` as 0-d tensors under vmap.
 
-The built-in terms (label loss, hint, KD, attention transfer) are in `search.train.terms`,
-which this module imports last so that `TERMS` always holds them. Adding a term: write one
-registered class there (or in any module imported), add its test, and name it in a space
-under `terms:`. Attention transfer is the example.
+This module never imports a term (as timm's registry never imports its models): the built-in
+terms register when `search.terms` is imported, which every reader of the registry does.
+Adding a term: write one registered class in a module of `search.terms` (and import it in its
+`__init__`) or in any module you import, add its test, and name it in a space under `terms:`.
+Attention transfer and DKD are examples.
 """
 
 from __future__ import annotations
@@ -206,7 +207,3 @@ def describe_terms(terms: Sequence[TermConfig]) -> str:
     """Readable mentor side of a config, e.g. `layer2->layer3:rmse@0.1;kd@0.5/T4`; `none` when
     independent. One text for params, tags and reports."""
     return ";".join(TERMS[t.kind].describe(t) for t in terms if t.uses_mentor and t.weight != 0) or "none"
-
-
-# the built-in terms register themselves on import: importing this registry gives all of them
-from search.train import terms as _builtin_terms  # noqa: E402,F401
