@@ -1,0 +1,347 @@
+"""Many finished child runs in one call: what the sweep's writer thread hands MLflow.
+
+    runs = [NewRun("conv1d-8x8-indep", tags, params, [("val_acc", 0.91, 0), ("curve.loss", 0.4, 3)],
+                   "FINISHED", start_ms, end_ms)]
+    ids = create_runs("sqlite:///mlflow.db", experiment_id, runs)     # run ids, in order
+    update_runs("sqlite:///mlflow.db", [(ids[0], [("val_acc.s3", 0.92, 0)], {"mentee.seeds": "0,1,2,3"})])
+
+SQL stores (sqlite, postgresql, mysql, mssql): every run, tag, param, metric and MLflow's
+`latest_metrics` row (what searches and the UI read) go in ONE transaction through MLflow's own
+SqlAlchemyStore engine and its ORM tables (`mlflow.store.tracking.dbmodels.models`): a call is written
+whole or not at all, and costs one commit instead of ~5 per run. If the installed MLflow's tables are not
+the ones this was written against (checked once per store), the public client API is used instead.
+
+http(s) servers: the public REST API (create_run, log_batch, update_run) from a small thread pool;
+if any request fails for good, the runs this call created are deleted, so none is left half-written.
+
+Transient errors (sqlite's "database is locked", a server blip) are retried as everywhere in tracking
+(`search/tracking/retry.py`); a SQL call is retried whole, which its transaction makes safe.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import (
+    MAX_ENTITY_KEY_LENGTH,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
+)
+
+from search.tracking.retry import call, first_touch
+
+__all__ = ["NewRun", "create_runs", "update_runs"]
+
+# What an update adds: (run_id, metrics [(key, value, step)], tags to set).
+RunUpdate = tuple[str, list[tuple[str, float, int]], dict[str, str]]
+
+_SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+_REST_THREADS = 8  # requests in flight to a server: enough to hide latency, few enough not to swamp it
+_RUN_NAME_TAG = "mlflow.runName"
+
+
+@dataclass
+class NewRun:
+    """One finished child run, everything it holds."""
+
+    run_name: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: list[tuple[str, float, int]]  # (key, value, step); NaN values already dropped
+    status: str  # "FINISHED" | "KILLED" | "FAILED"
+    start_ms: int
+    end_ms: int
+
+
+def create_runs(uri: str, experiment_id: str, runs: Sequence[NewRun]) -> list[str]:
+    """Write `runs` as finished runs of the experiment; their ids, in the order given."""
+    if not runs:
+        return []
+    for run in runs:
+        _check(run)
+    store = _sql_store(uri)
+    if store is not None:
+        ids: list[str] = call(_sql_create, store, experiment_id, runs, what="create_runs", uri=uri)
+        return ids
+    return _api_create(uri, experiment_id, runs)
+
+
+def update_runs(uri: str, updates: Sequence[RunUpdate]) -> None:
+    """Add metrics to and set tags on existing runs (re-evaluation adds seeds to a mentee's run)."""
+    if not updates:
+        return
+    for _, metrics, tags in updates:
+        _check_keys(metrics, {}, tags)
+    store = _sql_store(uri)
+    if store is not None:
+        call(_sql_update, store, updates, what="update_runs", uri=uri)
+        return
+    _api_update(uri, updates)
+
+
+# -- validation: MLflow's own rules, applied once per distinct key ------------------------------------
+
+_valid_keys: set[tuple[str, str]] = set()
+
+
+def _check(run: NewRun) -> None:
+    if run.status not in ("FINISHED", "KILLED", "FAILED"):
+        raise MlflowException.invalid_parameter_value(f"run {run.run_name!r}: status {run.status!r} is not "
+                                                      "FINISHED, KILLED or FAILED")
+    _check_keys(run.metrics, run.params, run.tags)
+
+
+def _check_keys(metrics: Sequence[tuple[str, float, int]], params: dict[str, str], tags: dict[str, str]) -> None:
+    from mlflow.utils.validation import _validate_metric_name, _validate_param_name, _validate_tag_name
+
+    for kind, keys, check in (("metric", (m[0] for m in metrics), _validate_metric_name),
+                              ("param", params, _validate_param_name), ("tag", tags, _validate_tag_name)):
+        for key in keys:
+            if (kind, key) in _valid_keys:
+                continue
+            check(key)
+            if len(key) > MAX_ENTITY_KEY_LENGTH:
+                raise MlflowException.invalid_parameter_value(
+                    f"{kind} key {key[:60]!r}... is longer than MLflow's {MAX_ENTITY_KEY_LENGTH} characters")
+            _valid_keys.add((kind, key))
+    for key, value, step in metrics:
+        if math.isnan(value) or not isinstance(step, int):
+            raise MlflowException.invalid_parameter_value(f"metric {key!r}: value {value!r}, step {step!r}: "
+                                                          "NaN is dropped before the writer, steps are ints")
+
+
+def _param(value: str) -> str:
+    return str(value)[:MAX_PARAM_VAL_LENGTH]  # as MLflow truncates a long value (MLFLOW_TRUNCATE_LONG_VALUES)
+
+
+def _tag(value: str) -> str:
+    return str(value)[:MAX_TAG_VAL_LENGTH]
+
+
+def _finite(value: float) -> float:
+    # SQL stores hold no infinities; MLflow stores the largest double in their place
+    return max(min(float(value), 1.7976931348623157e308), -1.7976931348623157e308)
+
+
+# -- SQL stores: MLflow's engine and tables, one transaction per call --------------------------------
+
+_stores: dict[str, Any] = {}
+_stores_lock = threading.Lock()
+
+# The columns these writes fill, per table: if the installed MLflow's tables differ, writing rows
+# directly could leave runs its own code cannot read, so the public API is used instead.
+_EXPECTED = {
+    "runs": {"run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id", "status",
+             "start_time", "end_time", "deleted_time", "source_version", "lifecycle_stage", "artifact_uri",
+             "experiment_id"},
+    "tags": {"key", "value", "run_uuid"},
+    "params": {"key", "value", "run_uuid"},
+    "metrics": {"key", "value", "timestamp", "step", "is_nan", "run_uuid"},
+    "latest_metrics": {"key", "value", "timestamp", "step", "is_nan", "run_uuid"},
+}
+
+
+def _models_as_expected() -> bool:
+    from mlflow.store.tracking.dbmodels import models as m
+
+    tables: dict[str, Any] = {m.SqlRun.__tablename__: m.SqlRun, m.SqlTag.__tablename__: m.SqlTag,
+                              m.SqlParam.__tablename__: m.SqlParam, m.SqlMetric.__tablename__: m.SqlMetric,
+                              m.SqlLatestMetric.__tablename__: m.SqlLatestMetric}
+    return all(name in tables and {c.name for c in tables[name].__table__.columns} == cols
+               for name, cols in _EXPECTED.items())
+
+
+def _sql_store(uri: str) -> Any | None:
+    """MLflow's SqlAlchemyStore for a SQL URI (made once per URI), or None: use the public API."""
+    if uri.partition(":")[0].split("+")[0].lower() not in _SQL_SCHEMES:
+        return None
+    with _stores_lock:
+        if uri not in _stores:
+            from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+            if not _models_as_expected():
+                _stores[uri] = None
+            else:
+                with first_touch(uri):
+                    _stores[uri] = SqlAlchemyStore(uri, DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
+        return _stores[uri]
+
+
+def _latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """MLflow's latest_metrics: per (run, key) the row with the largest (step, timestamp, value)."""
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        k = (r["run_uuid"], r["key"])
+        b = best.get(k)
+        if b is None or (r["step"], r["timestamp"], r["value"]) > (b["step"], b["timestamp"], b["value"]):
+            best[k] = r
+    return list(best.values())
+
+
+def _metric_rows(run_id: str, metrics: Sequence[tuple[str, float, int]], timestamp: int) -> list[dict[str, Any]]:
+    # a repeated (key, value, step) is one row, as MLflow's log_batch keeps it
+    seen = {(k, _finite(v), int(s)) for k, v, s in metrics}
+    return [{"run_uuid": run_id, "key": k, "value": v, "timestamp": timestamp, "step": s, "is_nan": False}
+            for k, v, s in seen]
+
+
+def _sql_create(store: Any, experiment_id: str, runs: Sequence[NewRun]) -> list[str]:
+    from mlflow.store.tracking.dbmodels.models import (
+        SqlExperiment,
+        SqlLatestMetric,
+        SqlMetric,
+        SqlParam,
+        SqlRun,
+        SqlTag,
+    )
+    from mlflow.utils.uri import append_to_uri_path
+    from sqlalchemy import insert, select
+
+    with store.ManagedSessionMaker(read_only=False) as session:
+        found = session.execute(select(SqlExperiment.artifact_location, SqlExperiment.lifecycle_stage)
+                                .where(SqlExperiment.experiment_id == int(experiment_id))).first()
+        if found is None:
+            raise MlflowException(f"No Experiment with id={experiment_id} exists", RESOURCE_DOES_NOT_EXIST)
+        if found.lifecycle_stage != "active":
+            raise MlflowException.invalid_parameter_value(
+                f"The experiment {experiment_id} must be in the 'active' state. "
+                f"Current state is {found.lifecycle_stage}.")
+        ids = [uuid.uuid4().hex for _ in runs]
+        run_rows, tag_rows, param_rows, metric_rows = [], [], [], []
+        for run_id, run in zip(ids, runs):
+            tags = {**run.tags, _RUN_NAME_TAG: run.run_name}
+            run_rows.append({
+                "run_uuid": run_id, "name": run.run_name, "source_type": "UNKNOWN", "source_name": "",
+                "entry_point_name": "", "user_id": tags.get("mlflow.user", "unknown"), "status": run.status,
+                "start_time": run.start_ms, "end_time": run.end_ms, "deleted_time": None, "source_version": "",
+                "lifecycle_stage": "active", "experiment_id": int(experiment_id),
+                "artifact_uri": append_to_uri_path(found.artifact_location, run_id, "artifacts"),
+            })
+            tag_rows += [{"run_uuid": run_id, "key": k, "value": _tag(v)} for k, v in tags.items()]
+            param_rows += [{"run_uuid": run_id, "key": k, "value": _param(v)} for k, v in run.params.items()]
+            metric_rows += _metric_rows(run_id, run.metrics, run.end_ms)
+        for model, rows in ((SqlRun, run_rows), (SqlTag, tag_rows), (SqlParam, param_rows),
+                            (SqlMetric, metric_rows), (SqlLatestMetric, _latest(metric_rows))):
+            if rows:
+                session.execute(insert(model.__table__), rows)
+    return ids
+
+
+def _sql_update(store: Any, updates: Sequence[RunUpdate]) -> None:
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun, SqlTag
+    from sqlalchemy import delete, insert, select, update
+
+    now = int(time.time() * 1000)
+    with store.ManagedSessionMaker(read_only=False) as session:
+        ids = sorted({u[0] for u in updates})
+        stages = dict(session.execute(select(SqlRun.run_uuid, SqlRun.lifecycle_stage)
+                                      .where(SqlRun.run_uuid.in_(ids))).all())
+        for run_id in ids:
+            if run_id not in stages:
+                raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
+            if stages[run_id] != "active":
+                raise MlflowException.invalid_parameter_value(f"The run {run_id} must be in the 'active' state.")
+        metric_rows = [r for run_id, metrics, _ in updates for r in _metric_rows(run_id, metrics, now)]
+        if metric_rows:
+            session.execute(insert(SqlMetric.__table__), metric_rows)
+            old = {(r.run_uuid, r.key): r for r in session.execute(
+                select(SqlLatestMetric.__table__).where(SqlLatestMetric.run_uuid.in_(ids))).all()}
+            for new in _latest(metric_rows):
+                was = old.get((new["run_uuid"], new["key"]))
+                if was is None:
+                    session.execute(insert(SqlLatestMetric.__table__), [new])
+                elif (new["step"], new["timestamp"], new["value"]) > (was.step, was.timestamp, was.value):
+                    session.execute(update(SqlLatestMetric.__table__)
+                                    .where(SqlLatestMetric.run_uuid == new["run_uuid"],
+                                           SqlLatestMetric.key == new["key"])
+                                    .values(value=new["value"], step=new["step"], timestamp=now, is_nan=False))
+        for run_id, _, tags in updates:
+            if tags:
+                session.execute(delete(SqlTag.__table__).where(SqlTag.run_uuid == run_id,
+                                                               SqlTag.key.in_(list(tags))))
+                session.execute(insert(SqlTag.__table__),
+                                [{"run_uuid": run_id, "key": k, "value": _tag(v)} for k, v in tags.items()])
+
+
+# -- servers (and SQL stores whose tables are not as expected): the public API -----------------------
+
+_clients: dict[str, MlflowClient] = {}
+
+
+def _client(uri: str) -> MlflowClient:
+    with _stores_lock:
+        if uri not in _clients:
+            _clients[uri] = MlflowClient(uri)
+        return _clients[uri]
+
+
+def _batches(metrics: list[Metric], params: list[Param], tags: list[RunTag]) -> list[tuple[list, list, list]]:
+    """log_batch calls within MLflow's limits: 1000 entities, of which at most 100 params and 100 tags."""
+    out = []
+    while metrics or params or tags:
+        p, params = params[:MAX_PARAMS_TAGS_PER_BATCH], params[MAX_PARAMS_TAGS_PER_BATCH:]
+        t, tags = tags[:MAX_PARAMS_TAGS_PER_BATCH], tags[MAX_PARAMS_TAGS_PER_BATCH:]
+        room = MAX_METRICS_PER_BATCH - len(p) - len(t)
+        m, metrics = metrics[:room], metrics[room:]
+        out.append((m, p, t))
+    return out
+
+
+def _api_create_one(uri: str, experiment_id: str, run: NewRun, created: list[str]) -> str:
+    client = _client(uri)
+    tags = {k: _tag(v) for k, v in run.tags.items()}  # create_run takes any number of tags
+    made = call(client.create_run, experiment_id, start_time=run.start_ms, tags=tags, run_name=run.run_name,
+                what="create_run", uri=uri)
+    run_id = made.info.run_id
+    created.append(run_id)
+    metrics = [Metric(k, _finite(v), run.end_ms, int(s)) for k, v, s in {(k, v, s) for k, v, s in run.metrics}]
+    params = [Param(k, _param(v)) for k, v in run.params.items()]
+    for m, p, t in _batches(metrics, params, []):
+        call(client.log_batch, run_id, metrics=m, params=p, tags=t, what="log_batch", uri=uri)
+    call(client.set_terminated, run_id, run.status, run.end_ms, what="set_terminated", uri=uri)
+    return run_id
+
+
+def _api_create(uri: str, experiment_id: str, runs: Sequence[NewRun]) -> list[str]:
+    created: list[str] = []  # list.append is atomic: the pool's threads share it
+    threads = _REST_THREADS if uri.startswith(("http:", "https:")) else 1  # one writer on a SQL file
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(lambda r: _api_create_one(uri, experiment_id, r, created), runs))
+    except BaseException:
+        # all or nothing, as far as a server allows: the runs made so far are deleted
+        for run_id in created:
+            try:
+                _client(uri).delete_run(run_id)
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                pass
+        raise
+
+
+def _api_update_one(uri: str, update: RunUpdate) -> None:
+    run_id, metrics, tags = update
+    client, now = _client(uri), int(time.time() * 1000)
+    ms = [Metric(k, _finite(v), now, int(s)) for k, v, s in {(k, v, s) for k, v, s in metrics}]
+    ts = [RunTag(k, _tag(v)) for k, v in tags.items()]
+    for m, _, t in _batches(ms, [], ts):
+        call(client.log_batch, run_id, metrics=m, tags=t, what="log_batch", uri=uri)
+
+
+def _api_update(uri: str, updates: Sequence[RunUpdate]) -> None:
+    threads = _REST_THREADS if uri.startswith(("http:", "https:")) else 1
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda u: _api_update_one(uri, u), updates))
