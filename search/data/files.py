@@ -19,11 +19,18 @@ __all__: list[str] = []
 
 # --- libsvm text ----------------------------------------------------------------------------------
 
+# Bounds a libsvm file must stay within: it is parsed into Python objects (~100 bytes a value), then
+# into one dense float32 matrix (rows x the largest feature index), checked before it is allocated.
+MAX_LIBSVM_BYTES = 256 << 20  # 256 MiB of text
+MAX_FEATURES = 1_000_000
+MAX_DENSE_BYTES = 2 << 30  # 2 GiB
+
 @register_dataset("libsvm:")
 def _libsvm(req: Request) -> Raw:
     path = req.root / req.arg if req.root is not None else Path(req.arg)
     # errors="replace": only numbers matter; stray bytes then fail below with a file:line message.
-    text = read_bytes(path, f"dataset '{req.name}'").decode("utf-8", errors="replace")
+    data = read_bytes(path, f"libsvm file (dataset '{req.name}')", limit=MAX_LIBSVM_BYTES)
+    text = data.decode("utf-8", errors="replace")
     labels, rows = [], []
     for lineno, line in enumerate(text.splitlines(), 1):
         tokens = line.split("#", 1)[0].split()
@@ -38,6 +45,8 @@ def _libsvm(req: Request) -> Raw:
             raise UserError(f"{path}:{lineno}: cannot parse {line.strip()[:60]!r}: expected "
                             "'label index:value ...' with numbers and integer indices") from None
         bad = [i for i in row if i < 1]
+        if row and max(row) > MAX_FEATURES:
+            raise UserError(f"{path}:{lineno}: feature index {max(row):,}; expected indices 1..{MAX_FEATURES:,}")
         if bad or not all(map(math.isfinite, [label, *row.values()])):
             what = f"index {bad[0]} (indices start at 1)" if bad else "a non-finite number"
             raise UserError(f"{path}:{lineno}: {what}; expected finite numbers and indices ≥ 1")
@@ -51,6 +60,9 @@ def _libsvm(req: Request) -> Raw:
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise UserError(f"{path}: every line has label {labels[0]:g}; expected at least 2 classes")
+    if len(rows) * n_features * 4 > MAX_DENSE_BYTES:  # checked before the dense matrix is allocated
+        raise UserError(f"{path}: {len(rows):,} lines x {n_features:,} features = {len(rows) * n_features * 4:,} "
+                        f"bytes as dense float32; expected at most {MAX_DENSE_BYTES:,} (fewer lines or features)")
     x = np.zeros((len(rows), n_features), np.float32)
     for i, r in enumerate(rows):
         x[i, [k - 1 for k in r]] = list(r.values())
@@ -108,6 +120,8 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
     found, *dims = struct.unpack(f">{1 + ndim}I", data[:4 + 4 * ndim])
     if found != magic:
         raise UserError(f"{path}: magic number 0x{found:08x}; expected 0x{magic:08x} (IDX {kind})")
+    if not all(dims):  # 0 images, or 0x0 pixels: a model cannot be built for it, say so here
+        raise UserError(f"{path}: header says {'x'.join(map(str, dims))} {kind}; expected every size ≥ 1")
     size = math.prod(dims)
     if len(data) - 4 - 4 * ndim < size:
         raise UserError(f"{path}: truncated: header says {'x'.join(map(str, dims))} = {size} bytes of "
@@ -133,16 +147,36 @@ def _cifar10(req: Request) -> Raw:
     return Raw(x, y, num_classes=10, x_test=x_test, y_test=y_test, norm_axes=(0, 2, 3))
 
 
+def _cifar_globals() -> dict[tuple[str, str], object]:
+    """The exact (module, name) pairs a CIFAR batch's pickle refers to (numpy arrays, bytes), as numpy 1
+    (the official files) and numpy 2 write them, mapped to the objects themselves: nothing is imported
+    by name from the file, so no other module's top-level code can run."""
+    try:
+        from numpy._core import multiarray, numeric  # numpy ≥ 2
+    except ImportError:  # pragma: no cover - numpy 1
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
+    import _codecs
+
+    allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                                              ("_codecs", "encode"): _codecs.encode}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[f"{core}.multiarray", "_reconstruct"] = multiarray._reconstruct
+        allowed[f"{core}.multiarray", "scalar"] = multiarray.scalar
+        allowed[f"{core}.numeric", "_frombuffer"] = numeric._frombuffer  # type: ignore[attr-defined]
+    return allowed
+
+
 class _CifarUnpickler(pickle.Unpickler):
-    """Only the globals a CIFAR batch needs (numpy arrays, bytes): a pickle from elsewhere can run any
-    code on load, and 'load a dataset' must not mean that."""
+    """Only the globals a CIFAR batch needs: a pickle from elsewhere can run any code on load, and
+    'load a dataset' must not mean that."""
+
+    allowed = _cifar_globals()
 
     def find_class(self, module, name):
-        numpy_array = module.split(".")[0] == "numpy" and name in {"_reconstruct", "ndarray", "dtype",
-                                                                    "_frombuffer", "scalar"}
-        if numpy_array or (module, name) == ("_codecs", "encode"):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing global {module}.{name}")
+        found = self.allowed.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"refusing global {module}.{name}")
+        return found
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:

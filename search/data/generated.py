@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from search.data.registry import Raw, Request, register_dataset
+from search.errors import UserError
 
 __all__ = ["cache_dir"]
 
@@ -34,8 +35,15 @@ def cache_dir() -> Path:
 _MNIST1D_MEMO: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # this process's, over the file
 
 
+# mnist1d is made on the spot, ~3 s per 5,000 samples on 2 cores: 200,000 is minutes, more is a typo
+MAX_MNIST1D_SAMPLES = 200_000
+
+
 @register_dataset("mnist1d")
 def _mnist1d(req: Request) -> Raw:
+    if req.n_samples is not None and req.n_samples > MAX_MNIST1D_SAMPLES:
+        raise UserError(f"dataset 'mnist1d': n_samples {req.n_samples:,}; expected at most {MAX_MNIST1D_SAMPLES:,} "
+                        "(it is generated, ~3 s per 5,000 samples)")
     # make_dataset makes num_samples // 10 per class: round up, and the split subsamples to exactly n.
     n = -(-(req.n_samples or 5000) // 10) * 10
     if (n, req.seed) not in _MNIST1D_MEMO:

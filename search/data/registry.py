@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-import gzip
+import os
+import stat
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -15,7 +16,7 @@ import torch
 from search.errors import UserError
 
 __all__ = ["Splits", "Request", "Raw", "dataset_names", "load_dataset", "register_dataset", "need_root",
-           "read_bytes"]
+           "read_bytes", "MAX_FILE_BYTES"]
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Raw:
 
 
 _REGISTRY: dict[str, Callable[[Request], Raw]] = {}
+MAX_SAMPLES = 100_000_000  # n_samples beyond it is a typo: no dataset here comes near
 
 
 def register_dataset(name: str) -> Callable:
@@ -113,8 +115,8 @@ def load_dataset(name: str, *, root: str | Path | None = None, n_samples: int | 
 
 
 def _check_options(n_samples, seed, val_fraction, test_fraction) -> None:
-    if n_samples is not None and not (_is_int(n_samples) and n_samples >= 1):
-        raise UserError(f"option n_samples: expected an integer ≥ 1 or None, got {n_samples!r}")
+    if n_samples is not None and not (_is_int(n_samples) and 1 <= n_samples <= MAX_SAMPLES):
+        raise UserError(f"option n_samples: expected an integer in 1..{MAX_SAMPLES:,} or None, got {n_samples!r}")
     # RandomState and mnist1d's np.random.seed both need a 32-bit unsigned seed.
     if not (_is_int(seed) and 0 <= seed < 2**32):
         raise UserError(f"option seed: expected an integer in [0, 2**32), got {seed!r}")
@@ -169,17 +171,61 @@ def need_root(req: Request, expected: str) -> Path:
     return req.root
 
 
-def read_bytes(path: Path, what: str) -> bytes:
-    """The file's bytes, gunzipped if it ends in .gz; every I/O or gzip failure becomes a UserError."""
+# The largest data file read (its bytes, or what a .gz unpacks to): every dataset this reads is far
+# smaller (CIFAR-10's batches are 30 MiB each, MNIST's images 47 MiB); a bigger file is a wrong file,
+# and reading it whole would be the out-of-memory the check is there to prevent.
+MAX_FILE_BYTES = 2 << 30  # 2 GiB
+
+
+def read_bytes(path: Path, what: str, *, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The file's bytes, gunzipped if it ends in .gz; every I/O or gzip failure becomes a UserError.
+    Only a regular file is read (a FIFO or a device would read forever), and only up to `limit`
+    bytes, packed or unpacked, checked before anything that size is allocated."""
     try:
-        data = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO with no writer would otherwise wait here forever
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file ({what})") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror or e}); expected a readable {what}") from None
-    if path.suffix == ".gz":
+    mode, size = os.fstat(fd).st_mode, os.fstat(fd).st_size
+    if not stat.S_ISREG(mode) or size > limit:
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise UserError(f"{path}: is a directory; expected a {what}")
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) \
+                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+            raise UserError(f"{path}: {kind}; expected a {what}, a regular file")
+        raise UserError(f"{path}: {size:,} bytes; expected a {what} of at most {limit:,} bytes")
+    with os.fdopen(fd, "rb") as f:
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise UserError(f"{path}: corrupt gzip ({e}); expected a gzip-compressed {what}") from None
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise UserError(f"{path}: cannot read ({e.strerror or e}); expected a readable {what}") from None
+    if len(data) > limit:  # it grew while we read it
+        raise UserError(f"{path}: more than {limit:,} bytes; expected a {what} of at most {limit:,} bytes")
+    if path.suffix == ".gz":
+        data = _gunzip(path, data, what, limit)
     return data
+
+
+def _gunzip(path: Path, data: bytes, what: str, limit: int) -> bytes:
+    """gzip.decompress with a bound on what comes out: a few MiB of zeros can unpack to many GiB."""
+    out: list[bytes] = []
+    total = 0
+    try:
+        while data:
+            d = zlib.decompressobj(wbits=31)  # 31: a gzip header and trailer
+            chunk = d.decompress(data, limit + 1 - total)
+            total += len(chunk)
+            if total > limit or d.unconsumed_tail:
+                raise UserError(f"{path}: unpacks to more than {limit:,} bytes; expected a {what} of at most "
+                                f"{limit:,} bytes")
+            if not d.eof:
+                raise EOFError("compressed file ended before the end-of-stream marker was reached")
+            out.append(chunk)
+            data = d.unused_data  # a .gz may hold several members, one after another
+    except (OSError, EOFError, zlib.error) as e:
+        raise UserError(f"{path}: corrupt gzip ({e}); expected a gzip-compressed {what}") from None
+    return b"".join(out)
