@@ -26,7 +26,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 __all__ = ["ArchConfig", "TermConfig", "TrainConfig", "MemberConfig", "MemberResult", "Status", "WorkKind",
-           "WorkItem", "CohortSpec", "TrialPayload", "CohortReport", "COST_AXES", "CostAxis",
+           "WorkItem", "seed_member_id", "CohortSpec", "TrialPayload", "CohortReport", "COST_AXES", "CostAxis",
            "LABEL_TERM"]
 
 # The cost axes a front can be drawn on; every cost dict has these keys, in this order.
@@ -190,20 +190,35 @@ class MemberResult:
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One member the driver wants trained. `optuna_number` is set for SEARCHED items only."""
+    """One member the driver wants trained: one seed of one mentee. `optuna_number` is set for
+    SEARCHED items only. A mentee is one config trained with several seeds fused in one cohort;
+    its seed members share `mentee_id` and are recorded together, as one MLflow run, once all
+    `seeds` of this round are back (`search.sweep.mentees`)."""
 
     member_id: str
     kind: WorkKind
     config: MemberConfig
     optuna_number: int | None = None
+    mentee_id: str | None = None  # None: a mentee of one seed, named by member_id
+    seeds: int = 1  # how many seed members of the mentee this round trains (its record waits for all)
+
+    @property
+    def mentee(self) -> str:
+        return self.member_id if self.mentee_id is None else self.mentee_id
 
     def to_dict(self) -> dict[str, Any]:
         return {"member_id": self.member_id, "kind": self.kind.value, "config": self.config.to_dict(),
-                "optuna_number": self.optuna_number}
+                "optuna_number": self.optuna_number, "mentee_id": self.mentee_id, "seeds": self.seeds}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WorkItem:
-        return cls(d["member_id"], WorkKind(d["kind"]), MemberConfig.from_dict(d["config"]), d["optuna_number"])
+        return cls(d["member_id"], WorkKind(d["kind"]), MemberConfig.from_dict(d["config"]), d["optuna_number"],
+                   d.get("mentee_id"), int(d.get("seeds", 1)))
+
+
+def seed_member_id(mentee_id: str, seed: int) -> str:
+    """The member id of one seed of a mentee: `17@s2` (Optuna trial 17, seed 2)."""
+    return f"{mentee_id}@s{seed}"
 
 
 @dataclass(frozen=True)

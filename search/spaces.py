@@ -27,37 +27,51 @@ from search.config import CostAxis
 from search.errors import UserError
 from search.mentor_spec import AssistantSpec, MentorArch, MentorSpec
 from search.safe_yaml import read_yaml
-from search.space_values import NonNegativeNum, PositiveInt, PositiveNum, Range, SpaceModel, nonempty
+from search.space_values import Int, NonNegativeNum, Num, PositiveNum, Range, SpaceModel, nonempty, within
 
 __all__ = ["SearchSpace", "Range", "load_space", "parse_space", "space_hash", "choices_of", "largest", "MentorSpec",
            "AssistantSpec", "MentorArch", "PositiveNum", "NonNegativeNum"]
 
 
 
+# Bounds of sense on what a space sets: far above any real sweep, far below where a number overflows,
+# hangs a dry run or allocates what no machine has. Each is stated in the error that refuses it.
+MAX_DEPTH = 64  # layers of a mentee (each is built to check the space; 100,000 would take minutes)
+MAX_WIDTH = 65_536  # channels or units of one layer
+MAX_KERNEL = 1_024
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1 << 20
+MAX_LR = 10.0
+MAX_SAMPLES = 100_000_000  # as search.data.registry.MAX_SAMPLES
+# an experiment name becomes a folder (the work directory's, Ray's) and a run name: a safe charset, no
+# '/', no '..', nothing hidden, so a space can never make a sweep write outside its work directory
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+
 class DatasetSpec(SpaceModel):
     name: str = "mnist1d"
     root: str | None = None  # directory of local files (mnist, fashion-mnist, cifar10)
-    n_samples: int | None = Field(default=None, ge=10)
+    n_samples: int | None = Field(default=None, ge=10, le=MAX_SAMPLES)
     seed: int = Field(default=0, ge=0, lt=2**32)  # numpy and mnist1d take 32-bit unsigned seeds
 
 
 class MenteeSpec(SpaceModel):
     family: str = "conv1d"
-    depth: PositiveInt = [1, 2, 3]
-    width: PositiveInt = [4, 8, 16, 32]  # first layer's width
-    growth: PositiveNum = [1, 2]  # each further layer is `growth` times wider
-    kernel: PositiveInt = 5
+    depth: Annotated[Int, within(1, MAX_DEPTH)] = [1, 2, 3]
+    width: Annotated[Int, within(1, MAX_WIDTH)] = [4, 8, 16, 32]  # first layer's width
+    growth: Annotated[Num, within(0, 16, strict=True)] = [1, 2]  # each further layer is `growth` times wider
+    kernel: Annotated[Int, within(1, MAX_KERNEL)] = 5
     batch_norm: Union[bool, list[bool]] = False
-    max_width: int = Field(default=512, ge=1)
+    max_width: int = Field(default=512, ge=1, le=MAX_WIDTH)
 
     _ne = field_validator("depth", "width", "growth", "kernel", "batch_norm")(nonempty)
 
 
 class TrainSpec(SpaceModel):
-    epochs: int = Field(default=20, ge=1)
-    batch_size: PositiveInt = 128
-    lr: PositiveNum = Range(low=1e-3, high=1e-2, log=True)
-    weight_decay: NonNegativeNum = 1e-4
+    epochs: int = Field(default=20, ge=1, le=MAX_EPOCHS)
+    batch_size: Annotated[Int, within(1, MAX_BATCH)] = 128
+    lr: Annotated[Num, within(0, MAX_LR, strict=True)] = Range(low=1e-3, high=1e-2, log=True)
+    weight_decay: Annotated[Num, within(0, MAX_LR)] = 1e-4
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
     seed: int = Field(default=0, ge=0, lt=2**32)  # numpy and mnist1d take 32-bit unsigned seeds
 
@@ -68,11 +82,19 @@ class EarlyStopping(SpaceModel):
     """Successive halving inside each cohort: at each rung keep the best 1/eta."""
 
     rungs: list[Annotated[int, Field(ge=1)]] = [5]
-    eta: int = Field(default=3, ge=2)
+    eta: int = Field(default=3, ge=2, le=1000)
+
+
+MAX_MENTEES = 1_000_000  # a sweep's mentees: beyond this no store, searcher or sampler stays responsive
 
 
 class Budget(SpaceModel):
-    mentees: int = Field(default=64, ge=1)  # total, independent twins included
+    # total mentees (configs), independent twins included; auto: as many as `minutes` holds, measured
+    # on the first cohorts (search/sweep/driver.py MenteeBudget)
+    mentees: Union[Annotated[int, Field(ge=1, le=MAX_MENTEES)], Literal["auto"]] = 64
+    minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)  # wall-clock budget for `mentees: auto`
+    # seeds each config is trained with, fused in one cohort, recorded as one mentee; auto: 3 with GPUs, 2 without
+    seeds: Union[Annotated[int, Field(ge=1, le=100)], Literal["auto"]] = "auto"
     # mentees per trial; auto: from device memory
     cohort_size: Union[Annotated[int, Field(ge=1)], Literal["auto"]] = "auto"
     concurrency: Union[Annotated[int, Field(ge=1)], Literal["auto"]] = "auto"  # cohorts at once; auto: one per GPU
@@ -80,9 +102,19 @@ class Budget(SpaceModel):
     # auto: 1 if the cluster has GPUs, else 0
     gpus_per_trial: Union[Annotated[float, Field(ge=0)], Literal["auto"]] = "auto"
     early_stopping: EarlyStopping | None = None
-    # after the search: retrain the front's points and their budget-matched independent baselines with this
-    # many fresh seeds (search/sweep/reeval.py); 0 = off. Shipped spaces set it; unset, a space keeps 0
+    # after the search, racing (search/sweep/racing.py): mentees not clearly dominated within their arm get up
+    # to this many more seeds, added to their runs; 0 = off. Shipped spaces set it; unset, a space keeps 0
     reevaluate_seeds: int = Field(default=0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _auto_needs_minutes(self) -> Budget:
+        if self.mentees == "auto" and self.minutes is None:
+            raise ValueError("mentees: auto needs budget.minutes (the wall-clock time to fill)")
+        return self
+
+    def seeds_for(self, gpus: float) -> int:
+        """Seeds a mentee gets in the search: as set, or auto — 3 where GPUs train, 2 on CPUs."""
+        return self.seeds if isinstance(self.seeds, int) else (3 if gpus > 0 else 2)
 
 
 class SearchSpace(SpaceModel):
@@ -101,6 +133,14 @@ class SearchSpace(SpaceModel):
     devices: str | None = None
     # the device the sweep searches for: mentees over its size budgets are never trained (search/sweep/target.py)
     target: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and (not NAME_PATTERN.fullmatch(v) or ".." in v):
+            raise ValueError(f"expected 1-100 letters, digits, '.', '_' or '-' (it names the experiment and its "
+                             f"folders: no '/', no '..', not empty, not starting with '.' or '-'), got {v!r}")
+        return v
 
     @field_validator("devices")
     @classmethod
@@ -172,6 +212,12 @@ class SearchSpace(SpaceModel):
     def _cross(self) -> "SearchSpace":
         if self.budget.early_stopping and any(r >= self.train.epochs for r in self.budget.early_stopping.rungs):
             raise ValueError(f"budget.early_stopping.rungs must be below train.epochs ({self.train.epochs})")
+        deepest = int(largest(self.mentee.depth))
+        for name, section in self.terms.items():  # a mentee tap no mentee has: the term would never apply
+            for tap in getattr(section, "taps", None) or {}:
+                if tap.startswith("layer") and tap[5:].isdigit() and not 1 <= int(tap[5:]) <= deepest:
+                    raise ValueError(f"key 'terms.{name}.taps.{tap}': no mentee has a tap '{tap}' (mentee.depth is "
+                                     f"at most {deepest}: its taps are layer1..layer{deepest}, last and head)")
         return self
 
 
@@ -237,8 +283,9 @@ def parse_space(data: Any, path: str = "<space>", *, devices: str | Path | None 
         space = SearchSpace.model_validate(data)
     except ValidationError as e:
         raise UserError(_one_line(path, e)) from None
-    if space.name is None:
-        space = space.model_copy(update={"name": Path(path).stem})
+    if space.name is None:  # the file's stem, in the name's safe charset
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).stem).strip(".-") or "space"
+        space = space.model_copy(update={"name": stem.replace("..", ".")[:100]})
     return space
 
 

@@ -1,9 +1,13 @@
-"""The driver's state: asks Optuna for cohorts, records each result in MLflow, then tells Optuna.
+"""The driver's state: asks Optuna for mentees, records each in MLflow, then tells Optuna.
 
-    driver = Driver(space, study, tracker, parent_run_id, cohort_size, tags, summary)
-    spec = driver.next_cohort()                  # a CohortSpec for Ray Tune's next trial
-    driver.record(spec, report_dict, ckpt_dir)   # a trial finished: queue its members' writes
+    driver = Driver(space, study, tracker, parent_run_id, cohort_size, tags, summary, seeds=3)
+    spec = driver.next_cohort()                  # a CohortSpec for Ray Tune's next trial: whole mentees
+    driver.record(spec, report_dict, ckpt_dir)   # a trial finished: journal its members, queue whole mentees
     driver.lost(spec, error)                     # a trial died for good: its members go back in the queue
+
+A mentee is one asked config trained with `seeds` seeds fused in the same cohort (members
+`17@s0`, `17@s1`, …; `search.mentees`). When every seed of a mentee is back, the writer records
+it as ONE MLflow run (the mean, the std and each seed's value) and tells Optuna the mean.
 
 Asks come in two arms with the same search effort (`suggest.ArmBalance`): an independent ask
 (every mentor term dropped, its own optimiser settings), then a mentored ask of the same
@@ -27,6 +31,7 @@ import optuna
 import torch
 
 from search.config import CohortReport, CohortSpec, MemberConfig, MemberResult, Status, WorkItem, WorkKind
+from search.mentees import Gatherer, Member, MenteeRecord, search_seeds, seed_items
 from search.spaces import SearchSpace
 from search.sweep.suggest import ArmBalance
 from search.sweep.target import ask_fitting
@@ -44,9 +49,9 @@ class SweepSummary:
     experiment: str
     parent_run_id: str
     tracking_uri: str
-    planned: int
-    recorded: int = 0
-    counts: Counter = field(default_factory=Counter)  # Status → members recorded with it
+    planned: int  # mentees
+    recorded: int = 0  # mentees recorded (each one MLflow run, whatever its seeds)
+    counts: Counter = field(default_factory=Counter)  # Status → mentees recorded with it
     trials: int = 0
     requeued: int = 0  # members queued again after their trial was lost
     seconds: float = 0.0
@@ -54,6 +59,8 @@ class SweepSummary:
     phases: dict[str, float] = field(default_factory=dict)  # seconds: ray, mentor, fit, drain
     trial_timings: list[dict[str, float]] = field(default_factory=list)  # per cohort, measured in the trial
     nodes: Counter = field(default_factory=Counter)  # node id → cohorts it trained
+    seeds_trained: int = 0  # members (one seed of one mentee each), re-evaluation's included
+    best_val: float = -1.0  # the best mentee's val accuracy so far (its seed mean)
 
     @property
     def finished(self) -> int:
@@ -91,10 +98,21 @@ class Driver:
     arms: ArmBalance = field(init=False)  # independent and mentored asks, paired (suggest.py)
     writer: _Writer = field(init=False)
     journal: ResultJournal | None = None  # results kept on disk until MLflow has them (outages, kills)
+    seeds: int = 1  # seeds each asked config is trained with, fused in one cohort: one mentee
+    run_ids: dict[str, str] = field(default_factory=dict)  # mentee id → its run, for re-evaluation's added seeds
+    mentee_budget: MenteeBudget | None = None  # `budget.mentees: auto`: how many fit in `budget.minutes`
+    gather: Gatherer = field(default_factory=Gatherer)  # seed members until their mentee is whole
 
     def __post_init__(self) -> None:
         self.arms = ArmBalance.for_space(self.space)
         self.writer = _Writer(self.write, self.journal)
+
+    @property
+    def budget(self) -> int:
+        """Mentees to plan: the space's number, or with `mentees: auto` what the time budget holds."""
+        if self.mentee_budget is not None:
+            return self.mentee_budget.mentees(self.summary)
+        return int(self.space.budget.mentees)
 
     def _ask(self) -> None:
         with self.lock:
@@ -102,8 +120,14 @@ class Driver:
             trial, cfg = ask_fitting(self.study, self.space, self.tags, lambda: self.arms.ask(self.study, self.space))
             trial.set_user_attr("config", cfg.to_dict())
         self.planned += 1
-        self.pending.append(WorkItem(str(trial.number), WorkKind.SEARCHED, cfg, trial.number))
+        self.queue_mentee(str(trial.number), WorkKind.SEARCHED, cfg, trial.number)
         self.add_twin(cfg)
+
+    def queue_mentee(self, mentee_id: str, kind: WorkKind, cfg: MemberConfig, number: int | None = None) -> None:
+        """Queue every seed of a mentee that is neither recorded nor held (a resume's partial mentee)."""
+        for item in seed_items(mentee_id, kind, cfg, search_seeds(cfg, self.seeds), number):
+            if not self.gather.holds(item.member_id):
+                self.pending.append(item)
 
     def add_twin(self, cfg: MemberConfig) -> None:
         """Queue the independent twin of `cfg`'s architecture unless it has one already."""
@@ -113,7 +137,7 @@ class Driver:
         self.have_independent.add(key)
         if not cfg.independent:
             self.planned += 1
-            self.pending.append(WorkItem(f"twin-{key}", WorkKind.TWIN, cfg.twin()))
+            self.queue_mentee(f"twin-{key}", WorkKind.TWIN, cfg.twin())
 
     @property
     def done(self) -> bool:
@@ -121,21 +145,31 @@ class Driver:
         store is gone: what is out comes back into the journal, and the sweep stops)."""
         if self.writer.error is not None:
             return self.in_flight == 0
-        return not self.pending and self.in_flight == 0 and self.planned >= self.space.budget.mentees
+        return not self.pending and self.in_flight == 0 and self.planned >= self.budget
 
     def next_cohort(self) -> CohortSpec | None:
+        """Whole mentees, up to `cohort_size` members (a mentee with more seeds than that goes alone)."""
         if self.writer.error is not None:  # results could not be written: train nothing more
             return None
-        while len(self.pending) < self.cohort_size and self.planned < self.space.budget.mentees:
+        while len(self.pending) < self.cohort_size and self.planned < self.budget:
             self._ask()
-        if not self.pending:
+        out: list[WorkItem] = []
+        while self.pending:
+            mentee = self.pending[0].mentee
+            group = 0
+            while group < len(self.pending) and self.pending[group].mentee == mentee:
+                group += 1
+            if out and len(out) + group > self.cohort_size:
+                break
+            out += [self.pending.popleft() for _ in range(group)]
+        if not out:
             return None
         self.in_flight += 1
-        return CohortSpec(tuple(self.pending.popleft() for _ in range(min(self.cohort_size, len(self.pending)))))
+        return CohortSpec(tuple(out))
 
     def record(self, spec: CohortSpec, report: dict, ckpt_dir: str | None) -> None:
-        """A cohort finished: queue each member for the writer (weights read now, while the
-        checkpoint directory is certain to exist)."""
+        """A cohort finished: journal its members, queue each whole mentee for the writer (weights
+        read now, while the checkpoint directory is certain to exist)."""
         path = Path(ckpt_dir) / "weights.pt" if ckpt_dir else None
         weights = torch.load(path, weights_only=True) if path is not None and path.exists() else {}
         rep = CohortReport.from_dict(report, weights, [w.member_id for w in spec.items])
@@ -143,33 +177,54 @@ class Driver:
         self.summary.trials += 1
         self.summary.trial_timings.append(rep.timing)
         self.summary.nodes[rep.node_id] += 1
-        self.writer.put_all([(item, res, rep.node_id) for item, res in zip(spec.items, rep.members)])
+        self.take([(item, res, rep.node_id) for item, res in zip(spec.items, rep.members)])
+
+    def take(self, members: list[Member]) -> None:
+        """Members back from training (or failed for good): kept in the journal, then their whole
+        mentees handed to the writer."""
+        self.writer.put_all(members, self.gather.add(members))
 
     def lost(self, spec: CohortSpec, error: str) -> None:
         """A trial died (its process or node lost) after Ray Tune's retries: its members go back
         in the queue, up to MAX_REQUEUES times each; after that they are recorded failed."""
         self.in_flight -= 1
         self.summary.trials += 1
-        for item in spec.items:
+        failed = []
+        for item in reversed(spec.items):  # appendleft: the cohort's order (and its mentees) stays whole
             if self.requeues[item.member_id] < MAX_REQUEUES:
                 self.requeues[item.member_id] += 1
                 self.summary.requeued += 1
                 self.pending.appendleft(item)
             else:
-                self.writer.put((item, MemberResult(config=item.config, status=Status.FAILED, error=error[:500]), ""))
+                failed.append((item, MemberResult(config=item.config, status=Status.FAILED, error=error[:500]), ""))
+        if failed:
+            self.take(failed)
 
-    def write(self, item: WorkItem, res: MemberResult, node_id: str) -> None:
-        """MLflow first, then Optuna: a member told to Optuna is always in MLflow, which is
-        what resume relies on. Runs on the writer thread, so training never waits for it."""
-        tags = {**self.tags, **self.item_tags.get(item.member_id, {}), "mentee.work": item.kind.value,
-                "mentee.node_id": node_id}
-        if item.optuna_number is not None and self.arms.on:
-            with self.lock:
-                tags["mentee.arm"] = self.arms.arm(self.study, item.optuna_number) or ""
-        self.tracker.log_member(self.parent_run_id, res, tags=tags, member_id=item.member_id)
-        if item.optuna_number is not None:
-            self.tell(item.optuna_number, res.status, res.val_acc, res.cost)
-        self._count(res.status, res.epochs_run * self.n_train)
+    def write(self, groups: list[list[Member]]) -> None:
+        """MLflow first (one bulk write for the batch), then Optuna: a mentee told to Optuna is
+        always in MLflow, which is what resume relies on. Runs on the writer thread, so training
+        never waits for it. A re-evaluation's seeds are added to their mentee's run."""
+        records = [MenteeRecord.of(g) for g in groups]
+        new, added = [], []
+        for rec in records:
+            if rec.kind is WorkKind.REEVAL:
+                added.append((self.run_ids[rec.mentee_id], rec))
+                continue
+            tags = {**self.tags, **self.item_tags.get(rec.mentee_id, {})}
+            if rec.optuna_number is not None and self.arms.on:
+                with self.lock:
+                    tags["mentee.arm"] = self.arms.arm(self.study, rec.optuna_number) or ""
+            elif rec.kind is WorkKind.TWIN:
+                tags["mentee.arm"] = "independent"
+            new.append((rec, tags))
+        for (rec, _), run_id in zip(new, self.tracker.log_mentees(self.parent_run_id, new)):
+            self.run_ids[rec.mentee_id] = run_id
+        self.tracker.add_seeds(self.parent_run_id, added)
+        for rec, _ in new:
+            if rec.optuna_number is not None:
+                self.tell(rec.optuna_number, rec.status, rec.val_acc, rec.cost)
+        for rec in records:
+            self._count(rec, rec.kind is not WorkKind.REEVAL)
 
     def tell(self, number: int, status: Status, val_acc: float, cost: dict) -> None:
         with self.lock:
@@ -179,56 +234,101 @@ class Driver:
                 state = optuna.trial.TrialState.PRUNED if status is Status.PRUNED else optuna.trial.TrialState.FAIL
                 self.study.tell(number, state=state)
 
-    def _count(self, status: Status, samples: float) -> None:
+    def _count(self, rec: MenteeRecord, new_mentee: bool) -> None:
         s = self.summary
+        s.seeds_trained += len(rec.member_ids)
+        s.mentee_samples += rec.epochs_run * self.n_train * len(rec.member_ids)  # every seed's work
+        if not new_mentee:  # more seeds of a recorded mentee: work done, no new mentee
+            if self.progress is not None:
+                self.progress.advance(1, f"{s.seeds_trained} seeds trained")
+            return
         s.recorded += 1
-        s.mentee_samples += samples
-        s.counts[status] += 1
+        s.counts[rec.status] += 1
+        if rec.status is Status.FINISHED and rec.val_acc == rec.val_acc:
+            s.best_val = max(s.best_val, rec.val_acc)
         if self.progress is not None:
-            self.progress.advance(1, f"{s.finished} finished, {s.pruned} pruned, {s.failed} failed")
+            best = f", best val {s.best_val:.3f} (mean of {self.seeds} seeds)" if s.best_val >= 0 else ""
+            self.progress.advance(1, f"{s.finished} finished, {s.pruned} pruned, {s.failed} failed{best}")
+
+
+@dataclass
+class MenteeBudget:
+    """`budget.mentees: auto`: as many mentees as the cluster trains in `budget.minutes`, measured as
+    the sweep goes. Until a cohort is back, one wave (`first_wave` mentees); after, the mentees per
+    second so far times the time left, less a share kept for re-evaluation (racing)."""
+
+    minutes: float
+    first_wave: int
+    started: float = field(default_factory=time.monotonic)
+    reserve: float = 0.2  # of the time: racing's extra seeds for the mentees near the front
+    cap: int = 1_000_000
+
+    def mentees(self, summary: SweepSummary) -> int:
+        elapsed = time.monotonic() - self.started
+        if summary.recorded == 0 or elapsed <= 0:
+            return self.first_wave
+        rate = summary.recorded / elapsed
+        left = self.minutes * 60 * (1 - self.reserve) - elapsed
+        return min(self.cap, max(summary.recorded, summary.recorded + int(rate * max(left, 0.0))))
 
 
 class _Writer:
-    """One background thread that does the driver's slow writes in order (MLflow on sqlite costs
-    ~30 ms a run). With a journal, each result is kept on disk first (`put_all`, on the caller's
-    thread), so a tracking store that stops answering loses nothing: the writer waits for it with
-    backoff while training goes on, up to OUTAGE_SECONDS; then it gives up (`error` is set, the
-    driver hands out no more cohorts) and `close` raises TrackingUnavailable naming the journal.
-    Any other failed write is re-raised by `close` as it is."""
+    """One background thread that does the driver's slow writes in order, in batches: whatever
+    whole mentees are waiting when it is free go to MLflow in one bulk write (so a cohort of 256
+    costs one transaction, not 256 × 5 requests), while the next cohort trains. With a journal,
+    each member is kept on disk first (`put_all`, on the caller's thread), so a tracking store that
+    stops answering loses nothing: the writer waits for it with backoff while training goes on, up
+    to OUTAGE_SECONDS; then it gives up (`error` is set, the driver hands out no more cohorts) and
+    `close` raises TrackingUnavailable naming the journal. Any other failed write is re-raised by
+    `close` as it is."""
+
+    BATCH = 1024  # mentees a write at most: a bulk transaction stays well under a second
 
     def __init__(self, fn, journal: ResultJournal | None = None):
         self.fn, self.journal = fn, journal
-        self.q: queue.Queue[tuple | None] = queue.Queue()  # None: stop
+        self.q: queue.Queue[list[Member] | None] = queue.Queue()  # a whole mentee's members; None: stop
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._loop, name="mentee-writer", daemon=True)
         self.thread.start()
 
-    def put(self, item: tuple) -> None:
-        self.put_all([item])
-
-    def put_all(self, items: list[tuple]) -> None:
+    def put_all(self, members: list[Member], groups: list[list[Member]]) -> None:
+        """Keep `members` (journal), then queue `groups`: the mentees they completed."""
         if self.journal is not None:
-            self.journal.add(items)  # on disk before anything else can go wrong; then never raises
+            self.journal.add(members)  # on disk before anything else can go wrong; then never raises
         elif self.error is not None:
             raise self.error
-        for item in items:
-            self.q.put(item)
+        for g in groups:
+            self.q.put(g)
 
     def _loop(self) -> None:
-        while (item := self.q.get()) is not None:
+        stop = False
+        while not stop:
+            first = self.q.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.BATCH:
+                try:
+                    nxt = self.q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
             if self.error is None:
                 try:
-                    self.write_now(item)
+                    self.write_now(batch)
                 except BaseException as e:  # noqa: BLE001 - handed to the driver thread in close()
                     self.error = e
 
-    def write_now(self, item: tuple) -> None:
-        """Write one result on this thread, waiting out an outage up to the bound (the writer's loop;
-        resume replays the journal through it too); then forget it in the journal."""
+    def write_now(self, groups: list[list[Member]]) -> None:
+        """Write whole mentees on this thread, waiting out an outage up to the bound (the writer's
+        loop; resume replays the journal through it too); then forget their members in the journal."""
         since, delay = None, 1.0
         while True:
             try:
-                self.fn(*item)
+                self.fn(groups)
                 break
             except TrackingUnavailable as e:
                 if self.journal is None:
@@ -246,7 +346,7 @@ class _Writer:
                 time.sleep(delay)
                 delay = min(2 * delay, 15.0)
         if self.journal is not None:
-            self.journal.done(item[0].member_id)
+            self.journal.done_all([item.member_id for g in groups for item, _, _ in g])
 
     def close(self) -> None:
         self.q.put(None)

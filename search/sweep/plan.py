@@ -46,6 +46,7 @@ class SweepPlan:
     concurrency: int
     device: str
     target: str = ""  # what the space's target device lets through (search/sweep/target.py); "" without one
+    seeds: int = 1  # seeds per mentee in the search (budget.seeds, auto by the cluster's GPUs)
 
     def for_cluster(self, gpus: float, cpus: float = 1.0, gpu_free_bytes: float = 0.0) -> SweepPlan:
         """Resources, concurrency and cohort size for a cluster with `gpus` GPUs and `cpus` CPUs.
@@ -62,22 +63,31 @@ class SweepPlan:
             conc = max(1, int(gpus // g))
         else:
             conc = max(1, int(cpus // b.cpus_per_trial))
+        seeds = b.seeds_for(g)
+        # members to train: every seed of every mentee (`mentees: auto` sizes cohorts for full waves)
+        members = (b.mentees if isinstance(b.mentees, int) else MAX_COHORT * conc) * seeds
         if b.cohort_size != "auto":
             k = int(b.cohort_size)
         else:
-            cap = _memory_cap(self.space, self.splits, gpu_free_bytes * g) if g > 0 else 8
-            cohorts = math.ceil(b.mentees / cap)
+            cap = _memory_cap(self.space, self.splits, gpu_free_bytes * g) if g > 0 else 8 * seeds
+            cohorts = math.ceil(members / cap)
             cohorts = math.ceil(cohorts / conc) * conc  # whole waves
-            k = math.ceil(b.mentees / cohorts)
-        return dataclasses.replace(self, cohort_size=max(1, min(k, b.mentees)), gpus_per_trial=g,
-                                   concurrency=conc, device="cuda" if g > 0 else "cpu")
+            k = math.ceil(members / cohorts)
+            k = max(seeds, k // seeds * seeds)  # whole mentees: a mentee's seeds train in one cohort
+        return dataclasses.replace(self, cohort_size=max(1, min(k, members)), gpus_per_trial=g,
+                                   concurrency=conc, device="cuda" if g > 0 else "cpu", seeds=seeds)
 
     def describe(self) -> list[tuple[str, str]]:
         b = self.space.budget
-        trials = math.ceil(b.mentees / self.cohort_size)
+        mentees = f"auto: as many as {b.minutes:g} min hold" if b.mentees == "auto" else str(b.mentees)
+        trials = "measured as it runs" if b.mentees == "auto" else \
+            f"~{math.ceil(int(b.mentees) * self.seeds / self.cohort_size)}"
+        race = f", racing: up to {self.seeds + b.reevaluate_seeds} for mentees near the fronts" \
+            if b.reevaluate_seeds else ""
         return [("experiment", str(self.space.name)), ("dataset", self.splits.summary()),
-                ("mentee family", self.space.mentee.family), ("mentees (twins included)", str(b.mentees)),
-                ("cohort size", str(self.cohort_size)), ("trials (cohorts)", f"~{trials}"),
+                ("mentee family", self.space.mentee.family), ("mentees (twins included)", mentees),
+                ("seeds per mentee", f"{self.seeds} (fused in one cohort){race}"),
+                ("cohort size", f"{self.cohort_size} members"), ("trials (cohorts)", trials),
                 ("concurrent trials", str(self.concurrency)),
                 ("resources per trial", f"{b.cpus_per_trial:g} CPU, {self.gpus_per_trial:g} GPU"),
                 ("epochs per mentee", str(self.space.train.epochs)),

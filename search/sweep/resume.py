@@ -4,13 +4,15 @@
     recorded = tracker.existing_member_ids(parent)         # deletes child runs cut off mid-log
     resume_state(driver, recorded | replay_journal(driver, recorded))
 
-MLflow is the record: a member is done when its child run ended (FINISHED, KILLED for
-pruned, FAILED). What the interruption may have left half-done is repaired, never trusted:
-a child run still RUNNING (the driver died while logging it) is deleted; a result the
-driver's journal kept (`search.tracking.journal`: trained, not yet in MLflow when MLflow
-stopped answering or the driver died) is written now, never trained again; a member with
-neither is trained again; an Optuna trial asked but never given its config is failed and
-asked anew; a member recorded in MLflow but not told to Optuna is told now.
+MLflow is the record: a mentee is done when its child run ended (FINISHED, KILLED for
+pruned, FAILED); its tag `mentee.seeds` says which seed members it holds. What the
+interruption may have left half-done is repaired, never trusted: a child run still
+RUNNING (the driver died while logging it) is deleted; a seed the driver's journal kept
+(`search.tracking.journal`: trained, not yet in MLflow when MLflow stopped answering or
+the driver died) is never trained again — a mentee whose seeds are all kept is written now,
+one with seeds missing trains only those; a seed with neither is trained again; an Optuna
+trial asked but never given its config is failed and asked anew; a mentee recorded in
+MLflow but not told to Optuna is told now.
 
 The study's journal survives a SIGKILL too: its lock is an flock, which the kernel drops when
 the holder dies (Optuna's own lock file would outlive a killed driver and make the next one
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import optuna
 
-from search.config import MemberConfig, Status, WorkItem, WorkKind
+from search.config import MemberConfig, Status, WorkKind
 from search.sweep.driver import Driver
 from search.tracking import load_runs
 
@@ -65,25 +67,33 @@ def resume_state(driver: Driver, recorded: set[str]) -> None:
         if mid in by_member:  # recorded, but the driver died before telling Optuna
             r = by_member[mid]
             driver.tell(t.number, Status(r["status"]), r["val_acc"], {o: r[o] for o in driver.space.objectives})
-        else:
-            driver.pending.append(WorkItem(mid, WorkKind.SEARCHED, cfg, t.number))
+        else:  # every seed the journal does not hold is trained (again)
+            driver.queue_mentee(mid, WorkKind.SEARCHED, cfg, t.number)
     for cfg in mentored:  # twins asked for but never recorded are trained now
         driver.add_twin(cfg)
 
 
 def replay_journal(driver: Driver, recorded: set[str]) -> set[str]:
     """Write to MLflow (then tell Optuna) what the driver's result journal kept and MLflow lacks: members
-    trained before an MLflow outage or a kill, never trained again. `recorded`: member ids with an
-    ended child run. Returns the member ids written now."""
+    trained before an MLflow outage or a kill, never trained again. `recorded`: mentee and member ids
+    with an ended child run. A mentee whose seeds are all kept is written now; the seeds of one that is
+    not whole stay with the driver (`driver.gather`), and only its missing seeds are trained. Returns
+    the mentee ids written now."""
     written: set[str] = set()
     if driver.journal is None:
         return written
+    frame = load_runs(driver.tracker.uri, parent_run_id=driver.parent_run_id)
+    driver.run_ids.update(zip(frame["member_id"], frame["run_id"]))  # re-evaluation adds seeds to these
+    members = []
     for item, res, node_id in driver.journal.pending():
         if item.member_id in recorded:  # written, then the driver died before noting it
             driver.journal.done(item.member_id)
-            continue
-        driver.writer.write_now((item, res, node_id))  # MLflow then Optuna, waiting out an outage
-        written.add(item.member_id)
+        else:
+            members.append((item, res, node_id))
+    groups = driver.gather.add(members)
+    if groups:
+        driver.writer.write_now(groups)  # MLflow then Optuna, waiting out an outage
+    written.update(g[0][0].mentee for g in groups)
     return written
 
 

@@ -31,14 +31,14 @@ from typing import Any
 import optuna
 from optuna.study import StudyDirection
 
-from search.config import MemberConfig, WorkItem, WorkKind
+from search.config import MemberConfig, WorkKind
 from search.errors import SweepInterrupted, UserError
 from search.spaces import SearchSpace, space_hash
-from search.sweep.driver import Driver, SweepSummary
+from search.sweep.driver import Driver, MenteeBudget, SweepSummary
 from search.sweep.mentor import mentor_outputs
 from search.sweep.plan import plan_sweep, trial_payload
+from search.sweep.racing import race
 from search.sweep.raytune import cohort_searcher, recorder_callback
-from search.sweep.reeval import reevaluate
 from search.sweep.resume import journal_storage, replay_journal, resume_state
 from search.sweep.suggest import make_sampler
 from search.tracking import ResultJournal, SweepTracker
@@ -84,22 +84,31 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     directions = [StudyDirection.MAXIMIZE] + [StudyDirection.MINIMIZE] * len(space.objectives)
     study = optuna.create_study(study_name=f"{experiment}-{parent}", storage=_optuna_storage(work),
                                 load_if_exists=resume, directions=directions, sampler=make_sampler(space))
-    summary = SweepSummary(experiment, parent, tracker.uri, planned=space.budget.mentees)
+    b = space.budget
+    mentee_budget = None
+    if b.mentees == "auto":  # fill budget.minutes: one wave first, then as many as the measured rate holds
+        mentee_budget = MenteeBudget(float(b.minutes or 0), max(1, plan.cohort_size // plan.seeds) * plan.concurrency)
+    summary = SweepSummary(experiment, parent, tracker.uri, planned=b.mentees if isinstance(b.mentees, int) else 0)
     splits = plan.splits
     tags = {"mentee.space_hash": shash, "mentee.dataset": splits.name,
             "mentee.input_shape": json.dumps(list(splits.input_shape)), "mentee.num_classes": str(splits.num_classes)}
     driver = Driver(space, study, tracker, parent, plan.cohort_size, tags, summary, n_train=len(splits.x_train),
-                    journal=ResultJournal(work / "journal" / parent))  # results on disk until MLflow has them
+                    journal=ResultJournal(work / "journal" / parent),  # results on disk until MLflow has them
+                    seeds=plan.seeds, mentee_budget=mentee_budget)
     if resume:  # what the journal kept (an MLflow outage, a kill mid-write) is written first, never retrained
         recorded = tracker.existing_member_ids(parent)
         resume_state(driver, recorded | replay_journal(driver, recorded))
-    if configs is not None:
-        driver.pending.extend(WorkItem(f"fixed-{i}", WorkKind.FIXED, c) for i, c in enumerate(configs))
+    if configs is not None:  # each fixed config one mentee, with the sweep's seeds
+        done = tracker.existing_member_ids(parent)
+        for i, c in enumerate(configs):
+            if f"fixed-{i}" not in done:
+                driver.queue_mentee(f"fixed-{i}", WorkKind.FIXED, c)
         driver.planned = summary.planned = len(configs)
+        driver.mentee_budget = None
         driver.space = space.model_copy(update={"budget": space.budget.model_copy(update={"mentees": len(configs)})})
 
     tuner = _tuner(plan, payload, driver, storage or str(work / "ray"), f"{experiment}-{parent[:8]}-{int(time.time())}")
-    total = max(driver.planned, space.budget.mentees) - summary.recorded
+    total = max(driver.planned, driver.budget) - summary.recorded
     t_fit = time.perf_counter()
     with Progress(total, f"sweep {experiment}", enabled=show_progress) as bar:
         driver.progress = bar
@@ -116,15 +125,16 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
         summary.phases["to_first_cohort"] = min(starts) - t0_wall
     # Ctrl-C makes Ray Tune stop and return normally: a sweep with members left unrecorded
     # stays KILLED, so that `--resume` finds it
-    complete = summary.recorded >= driver.planned >= driver.space.budget.mentees
+    summary.planned = driver.planned
+    complete = summary.recorded >= driver.planned >= driver.budget and not driver.gather.partial
     if complete and configs is None and space.budget.reevaluate_seeds:
-        # re-evaluation: the fronts' points and their budget-matched rivals again, with fresh seeds, in
-        # fused cohorts through the same machinery (search/sweep/reeval.py); never halved
+        # racing: mentees not clearly dominated within their arm get more seeds, added to their runs, in
+        # fused cohorts through the same machinery (search/sweep/racing.py); never halved
         t_re = time.perf_counter()
-        complete = reevaluate(driver, space.budget.reevaluate_seeds, show_progress=show_progress,
-                              tuner_for=lambda d: _tuner(plan, dataclasses.replace(payload, rungs=()), d,
-                                                         storage or str(work / "ray"),
-                                                         f"{experiment}-{parent[:8]}-reeval-{int(time.time())}"))
+        complete = race(driver, plan.seeds + space.budget.reevaluate_seeds, show_progress=show_progress,
+                        tuner_for=lambda d: _tuner(plan, dataclasses.replace(payload, rungs=()), d,
+                                                   storage or str(work / "ray"),
+                                                   f"{experiment}-{parent[:8]}-race-{int(time.time())}"))
         summary.phases["reeval"] = time.perf_counter() - t_re
         summary.seconds = time.perf_counter() - t0
     tracker.finish_sweep(parent, "FINISHED" if complete else "KILLED",

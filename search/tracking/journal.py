@@ -3,7 +3,7 @@
     journal = ResultJournal(work / "journal" / parent_run_id)
     journal.add([(item, result, node_id), ...])     # a cohort's results: one fsynced append
     ...MLflow write...
-    journal.done(item.member_id)                    # written (a weights file goes with its last member)
+    journal.done_all([item.member_id, ...])         # written (a weights file goes with its last member)
     for item, result, node_id in journal.pending(): # after a crash or an outage: what MLflow lacks
         ...
 
@@ -71,13 +71,16 @@ class ResultJournal:
 
     def done(self, member_id: str) -> None:
         """MLflow has it: forget it here."""
+        self.done_all([member_id])
+
+    def done_all(self, member_ids: Iterable[str]) -> None:
+        """MLflow has these (a bulk write): forget them here, in one append."""
         with self._lock:
-            entry = self._pending.pop(member_id, None)
-            if entry is None:
-                return
-            self._append([{"op": "done", "member_id": member_id}])
-            if entry["weights"] and not any(e["weights"] == entry["weights"] for e in self._pending.values()):
-                (self.dir / entry["weights"]).unlink(missing_ok=True)  # the last of its cohort written
+            entries = [e for e in (self._pending.pop(m, None) for m in member_ids) if e is not None]
+            self._append([{"op": "done", "member_id": e["member_id"]} for e in entries])
+            files = {e["weights"] for e in entries if e["weights"]}
+            for f in files - {e["weights"] for e in self._pending.values()}:
+                (self.dir / f).unlink(missing_ok=True)  # the last of its cohort written
 
     def pending(self) -> list[tuple[WorkItem, MemberResult, str]]:
         """What MLflow does not have yet, in the order it was kept."""

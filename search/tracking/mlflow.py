@@ -28,6 +28,7 @@ import math
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,11 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from search.config import MemberConfig, MemberResult, Status
+from search.config import MemberConfig, MemberResult, Status, seed_member_id
 from search.errors import UserError
+from search.mentees import MenteeRecord, mean_std
 from search.terms import TERMS, describe_terms
+from search.tracking import bulk
 from search.tracking.retry import first_touch, retrying
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in CLI output
@@ -102,9 +105,9 @@ def _widths(config: MemberConfig) -> str:
 
 
 def _run_name(config: MemberConfig) -> str:
-    # e.g. conv1d-8x8-hint0.1-kd0.5-s0: enough to tell members apart in the UI's run list.
+    # e.g. conv1d-8x8-hint0.1-kd0.5: enough to tell members apart in the UI's run list.
     parts = [f"{t.kind}{t.weight:g}" for t in config.active_terms() if t.uses_mentor]
-    return f"{config.arch.family}-{_widths(config)}-{'-'.join(parts) or 'indep'}-s{config.train.seed}"
+    return f"{config.arch.family}-{_widths(config)}-{'-'.join(parts) or 'indep'}"
 
 
 def _member_params(config: MemberConfig) -> dict[str, str]:
@@ -118,6 +121,21 @@ def _member_params(config: MemberConfig) -> dict[str, str]:
     out.update({f"term.{k}": ";".join(v) for k, v in by_kind.items()})
     out["independent"] = str(config.independent)
     return out
+
+
+def _seed_metrics(seeds: Sequence[int], vals: Sequence[float], tests: Sequence[float]) -> list[tuple[str, float, int]]:
+    """Each seed's accuracies under its own name: `val_acc.s3`, `test_acc.s3`."""
+    return [m for s, v, t in zip(seeds, vals, tests) for m in ((f"val_acc.s{s}", float(v), 0),
+                                                               (f"test_acc.s{s}", float(t), 0))]
+
+
+def _summary_metrics(vals: Sequence[float], tests: Sequence[float]) -> list[tuple[str, float, int]]:
+    """The mentee's numbers over its seeds, at step = how many seeds: a later re-evaluation logs
+    them again at a higher step, and MLflow's latest value (what search and the UI show) is the newest."""
+    n = len(vals)
+    (va, vs), (ta, ts) = mean_std(vals), mean_std(tests)
+    return [("val_acc", va, n), ("val_acc_std", vs, n), ("test_acc", ta, n), ("test_acc_std", ts, n),
+            ("n_seeds", float(n), n)]
 
 
 def _client(uri: str | None, *, must_exist: bool = False) -> MlflowClient:
@@ -314,6 +332,92 @@ class SweepTracker:
         self.client.set_terminated(run_id, _RUN_STATUS.get(result.status, "FAILED"))
         return run_id
 
+    def log_mentees(self, parent_run_id: str, records: Sequence[tuple[MenteeRecord, Mapping[str, str]]]) -> list[str]:
+        """One finished child run per mentee (the mean, the std and each seed's value of every
+        accuracy), all written in one bulk call (`search.tracking.bulk`: one transaction on a SQL
+        store); their weights, every seed's, in ONE artifact of the parent run that each child's
+        `mentee.weights` tag points to (a file per child run was most of a run's write cost)."""
+        if not records:
+            return []
+        refs = self._save_weights(parent_run_id, [rec for rec, _ in records])
+        now = int(time.time() * 1000)
+        runs = [self._mentee_run(parent_run_id, rec, tags, refs.get(rec.mentee_id, {}), now) for rec, tags in records]
+        return bulk.create_runs(self.uri, self.experiment_id, runs)  # retried inside, whole
+
+    def add_seeds(self, parent_run_id: str, updates: Sequence[tuple[str, MenteeRecord]]) -> None:
+        """Re-evaluation: more seeds of recorded mentees, added to their runs (run id, the new seeds'
+        record). The mean and the std are logged again at step = seeds so far, so the latest value
+        (what every view reads) is over all of them; each new seed's value is logged under its name."""
+        if not updates:
+            return
+        refs = self._save_weights(parent_run_id, [rec for _, rec in updates])
+        batch = []
+        for run_id, rec in updates:
+            run = _get_run(self.client, run_id)
+            tags, metrics = run.data.tags, run.data.metrics
+            seeds = [int(x) for x in tags.get("mentee.seeds", "").split(",") if x]
+            vals = {s: metrics[f"val_acc.s{s}"] for s in seeds if f"val_acc.s{s}" in metrics}
+            tests = {s: metrics[f"test_acc.s{s}"] for s in seeds if f"test_acc.s{s}" in metrics}
+            vals.update(zip(rec.seeds, rec.val_accs))
+            tests.update(zip(rec.seeds, rec.test_accs))
+            weights = {**json.loads(tags.get("mentee.weights", "{}")), **refs.get(rec.mentee_id, {})}
+            all_seeds = sorted(vals)
+            out = _seed_metrics(rec.seeds, rec.val_accs, rec.test_accs)
+            out += _summary_metrics([vals[s] for s in all_seeds], [tests.get(s, math.nan) for s in all_seeds])
+            new_tags = {"mentee.seeds": ",".join(map(str, all_seeds)), "mentee.weights": json.dumps(weights)}
+            if tags.get("mentee.status") != str(Status.FINISHED) and rec.status is Status.FINISHED:
+                new_tags["mentee.status"] = str(Status.FINISHED)
+            batch.append((run_id, [m for m in out if not math.isnan(m[1])], new_tags))
+        bulk.update_runs(self.uri, batch)
+
+    def _save_weights(self, parent_run_id: str, records: Sequence[MenteeRecord]) -> dict[str, dict[str, str]]:
+        """Every seed's weights of these mentees in one file under the parent run's `weights/`;
+        mentee id → {seed: "weights/<file>.pt"} (the entry's key in the file: `<mentee>@s<seed>`)."""
+        states = {seed_member_id(r.mentee_id, s): {k: v.detach().cpu() if torch.is_tensor(v) else v
+                                                    for k, v in w.items()}
+                  for r in records for s, w in r.weights.items()}
+        if not states:
+            return {}
+        name = f"{uuid.uuid4().hex[:16]}.pt"
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(states, Path(tmp) / name)
+            self.client.log_artifact(parent_run_id, str(Path(tmp) / name), "weights")
+        return {r.mentee_id: {str(s): f"weights/{name}" for s in r.weights} for r in records}
+
+    def _mentee_run(self, parent_run_id: str, rec: MenteeRecord, tags: Mapping[str, str],
+                    weights: dict[str, str], now: int) -> bulk.NewRun:
+        config = rec.config
+        metrics = _seed_metrics(rec.seeds, rec.val_accs, rec.test_accs)
+        metrics += _summary_metrics(rec.val_accs, rec.test_accs)
+        scalars = {**rec.cost, "train_seconds": rec.train_seconds, "epochs_run": rec.epochs_run}
+        metrics += [(k, float(v), 0) for k, v in scalars.items()]
+        for name, values in rec.curves.items():
+            metrics += [(f"curve.{name}", float(v), step) for step, v in enumerate(values)]
+        run_tags = {
+            **{str(k): str(v) for k, v in tags.items()},
+            "mlflow.parentRunId": parent_run_id,
+            "mlflow.runName": _run_name(config),
+            "mentee.kind": "mentee",
+            "mentee.member_id": rec.mentee_id,
+            "mentee.work": rec.kind.value,
+            "mentee.status": str(rec.status),
+            "mentee.arch_key": config.arch.key(),
+            "mentee.family": config.arch.family,
+            "mentee.mapping": mapping_string(config),
+            "mentee.seeds": ",".join(map(str, rec.seeds)),
+            "mentee.config": json.dumps(config.to_dict()),
+            "mentee.weights": json.dumps(weights),
+            "mentee.node_id": rec.node_id,
+        }
+        if rec.failed_seeds:
+            run_tags["mentee.failed_seeds"] = ",".join(map(str, rec.failed_seeds))
+        if rec.error:
+            run_tags["mentee.error"] = rec.error[:MAX_TAG_VAL_LENGTH]
+        return bulk.NewRun(run_name=_run_name(config), tags=run_tags,
+                           params={k: v[:MAX_PARAM_VAL_LENGTH] for k, v in _member_params(config).items()},
+                           metrics=[m for m in metrics if not math.isnan(m[1])],
+                           status=_RUN_STATUS.get(rec.status, "FAILED"), start_ms=now, end_ms=now)
+
     def finish_sweep(
         self, parent_run_id: str, status: str = "FINISHED", metrics: Mapping[str, float] | None = None
     ) -> None:
@@ -323,16 +427,21 @@ class SweepTracker:
         self.client.set_terminated(parent_run_id, RunStatus.to_string(RunStatus.from_string(status)))
 
     def existing_member_ids(self, parent_run_id: str) -> set[str]:
-        """`mentee.member_id` of every child logged completely under the parent (resume skips
-        them). A child still RUNNING was cut off mid-log (the driver died): it is deleted here,
-        so its member is trained and logged again and ends with exactly one run."""
+        """`mentee.member_id` of every child logged completely under the parent, and the member id of
+        each of its seeds (`17@s2`): resume skips them. A child still RUNNING was cut off mid-log (the
+        driver died): it is deleted here, so its mentee is trained and logged again and ends with exactly
+        one run."""
         found = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
         done = set()
         for r in _search(self.client, [self.experiment_id], found):
             if r.info.status == "RUNNING":
                 self.client.delete_run(r.info.run_id)
             elif "mentee.member_id" in r.data.tags:
-                done.add(r.data.tags["mentee.member_id"])
+                tags = r.data.tags
+                mid = tags["mentee.member_id"]
+                done.add(mid)
+                for key in ("mentee.seeds", "mentee.failed_seeds"):  # a failed seed was trained too
+                    done.update(seed_member_id(mid, int(x)) for x in tags.get(key, "").split(",") if x)
         return done
 
     def find_sweep(self, experiment: str | None = None) -> str | None:

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pickle
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +19,7 @@ import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
 
-from search.config import COST_AXES, MemberConfig
+from search.config import COST_AXES, MemberConfig, seed_member_id
 from search.errors import UserError
 from search.tracking.mlflow import _client, _get_run, _search, resolve_uri
 
@@ -32,7 +34,6 @@ RUN_COLUMNS: dict[str, str] = {
     "member_id": "object",
     "work": "object",
     "arm": "object",  # mentored | independent: which arm of the search (search/sweep/suggest.py)
-    "reeval_of": "object",  # a re-evaluation run: the run it retrains with another seed
     "node_id": "object",
     "status": "object",
     "arch_key": "object",
@@ -41,9 +42,16 @@ RUN_COLUMNS: dict[str, str] = {
     "widths": "object",
     "kernel": "int64",
     "mapping": "object",
-    "seed": "int64",
-    "val_acc": "float64",
-    "test_acc": "float64",
+    "seeds": "object",  # tuple of ints: the mentee's finished seeds
+    "n_seeds": "int64",
+    "val_acc": "float64",  # the mean over its seeds (choosing)
+    "val_acc_std": "float64",
+    "test_acc": "float64",  # the mean over its seeds (reporting)
+    "test_acc_std": "float64",
+    "val_accs": "object",  # tuple of floats, aligned with seeds
+    "test_accs": "object",
+    "failed_seeds": "object",  # tuple of ints: seeds that did not finish
+    "config": "object",  # the MemberConfig as JSON (its first seed's)
     "params": "float64",
     "bytes_fp32": "float64",
     "bytes_int8": "float64",
@@ -56,18 +64,27 @@ RUN_COLUMNS: dict[str, str] = {
 }
 
 
-def _reeval_of(tags: Mapping[str, str]) -> str | None:
-    """The run a re-evaluation run retrains: its tag, else its member id (`reeval-<run id>-s<seed>`) says
-    it; a result replayed from the driver's journal is written without the extra tags."""
-    if tags.get("mentee.work") != "reeval":
-        return None
-    parts = tags.get("mentee.member_id", "").split("-")
-    return tags.get("mentee.reeval_of") or (parts[1] if len(parts) == 3 else None)
+def _ints(text: str | None) -> tuple[int, ...]:
+    return tuple(int(x) for x in (text or "").split(",") if x.strip())
+
+
+def _seeds(tags: Mapping[str, str], metrics: Mapping[str, float]) -> tuple[tuple[int, ...], tuple, tuple]:
+    """A mentee's seeds and each one's val and test accuracy. A run written before seeds were fused
+    (one seed, no `mentee.seeds`) reads as a mentee of that one seed."""
+    nan = float("nan")
+    if "mentee.seeds" not in tags:
+        seed = int(tags.get("mentee.seed", 0))
+        one = ((seed,), (metrics.get("val_acc", nan),), (metrics.get("test_acc", nan),))
+        return one if tags.get("mentee.status") == "finished" else ((), (), ())
+    seeds = _ints(tags["mentee.seeds"])
+    return (seeds, tuple(metrics.get(f"val_acc.s{s}", nan) for s in seeds),
+            tuple(metrics.get(f"test_acc.s{s}", nan) for s in seeds))
 
 
 def _row(run: Any) -> dict[str, Any]:
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     nan = float("nan")
+    seeds, vals, tests = _seeds(tags, metrics)
     return {
         "run_id": run.info.run_id,
         "parent_run_id": tags.get("mlflow.parentRunId"),
@@ -76,7 +93,6 @@ def _row(run: Any) -> dict[str, Any]:
         "work": tags.get("mentee.work"),
         # runs logged before the arms: a config without mentor terms was the independent side
         "arm": tags.get("mentee.arm") or ("independent" if params.get("independent") == "True" else "mentored"),
-        "reeval_of": _reeval_of(tags),
         "node_id": tags.get("mentee.node_id"),
         "status": tags.get("mentee.status"),
         "arch_key": tags.get("mentee.arch_key"),
@@ -85,11 +101,16 @@ def _row(run: Any) -> dict[str, Any]:
         "widths": params.get("arch.widths"),
         "kernel": int(params.get("arch.kernel", 0)),
         "mapping": tags.get("mentee.mapping"),
-        "seed": int(tags.get("mentee.seed", 0)),
+        "seeds": seeds,
+        "n_seeds": len(seeds),
         **{
             k: metrics.get(k, nan)
-            for k in ("val_acc", "test_acc", *COST_AXES, "train_seconds", "epochs_run")
+            for k in ("val_acc", "val_acc_std", "test_acc", "test_acc_std", *COST_AXES, "train_seconds", "epochs_run")
         },
+        "val_accs": vals,
+        "test_accs": tests,
+        "failed_seeds": _ints(tags.get("mentee.failed_seeds")),
+        "config": tags.get("mentee.config"),
         "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
     }
 
@@ -118,29 +139,64 @@ def load_runs(
     rows = (
         [_row(r) for r in _search(client, ids, query, order_by=["attributes.start_time ASC"])] if ids else []
     )
+    # a store written before seeds were fused may hold re-evaluation runs: seeds of another run, not mentees
+    rows = [r for r in rows if r["work"] != "reeval"]
     return pd.DataFrame(rows, columns=list(RUN_COLUMNS)).astype(RUN_COLUMNS)
 
 
+def best_seed(tags: Mapping[str, str], metrics: Mapping[str, float]) -> int | None:
+    """The mentee's seed with the best validation accuracy (ties: the lowest seed): whose weights
+    `load_member` returns, so export and the registry hold one real network chosen on validation."""
+    seeds, vals, _ = _seeds(tags, metrics)
+    ranked = [(v, -s) for s, v in zip(seeds, vals) if v == v]
+    return -max(ranked)[1] if ranked else None
+
+
 def load_member(uri: str | None, run_id: str) -> tuple[MemberConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    """The config, CPU weights and data shape (`input_shape`, `num_classes`) a mentee run logged."""
+    """The config, CPU weights and data shape (`input_shape`, `num_classes`) of a mentee run: the
+    weights of its best-validation seed (`meta["seed"]`, with that seed's own `val_acc`/`test_acc`
+    beside the mentee's means `mentee_val_acc`/`mentee_test_acc`). Weights live in one file per
+    write batch under the parent run's `weights/` (tag `mentee.weights`); runs written before
+    that carry their own `config.json` and `mentee.pt`."""
     client = _client(uri, must_exist=True)
     run = _get_run(client, run_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            config_path = client.download_artifacts(run_id, "config.json", tmp)
-            weights_path = client.download_artifacts(run_id, "mentee.pt", tmp)
-        except (MlflowException, OSError) as e:
-            status = run.data.tags.get("mentee.status", "?")
-            raise UserError(
-                f"MLflow run {run_id!r} (status {status}) has no config.json/mentee.pt artifacts"
-            ) from e
-        config = MemberConfig.from_dict(json.loads(Path(config_path).read_text()))
-        weights = torch.load(weights_path, map_location="cpu", weights_only=True)
-    tags = run.data.tags
+    tags, metrics = run.data.tags, run.data.metrics
+    where = f"MLflow run {run_id!r} in {client.tracking_uri}"
     if "mentee.input_shape" not in tags:
-        raise UserError(f"MLflow run {run_id!r} does not record its input shape (tag mentee.input_shape)")
+        raise UserError(f"{where} does not record its input shape (tag mentee.input_shape)")
+    seed = best_seed(tags, metrics)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            if "mentee.weights" in tags:
+                refs = json.loads(tags["mentee.weights"])
+                if seed is None or str(seed) not in refs:
+                    raise UserError(f"{where} (status {tags.get('mentee.status', '?')}) has no finished seed "
+                                    "with weights")
+                config = MemberConfig.from_dict(json.loads(tags["mentee.config"]))
+                config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+                path = client.download_artifacts(tags["mlflow.parentRunId"], refs[str(seed)], tmp)
+                weights = torch.load(path, map_location="cpu", weights_only=True)[
+                    seed_member_id(tags["mentee.member_id"], seed)]
+            else:
+                config_path = client.download_artifacts(run_id, "config.json", tmp)
+                weights_path = client.download_artifacts(run_id, "mentee.pt", tmp)
+                config = MemberConfig.from_dict(json.loads(Path(config_path).read_text()))
+                weights = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except UserError:
+        raise
+    except (MlflowException, OSError) as e:
+        raise UserError(f"{where} (status {tags.get('mentee.status', '?')}): its weights could not be read "
+                        f"from the artifact store ({str(e).splitlines()[0][:160]})") from e
+    except (pickle.UnpicklingError, RuntimeError, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
+        # a tampered or foreign file: weights_only refuses code, and a wrong layout says so here
+        raise UserError(f"{where}: its config or weights artifact is damaged or not a mentee's "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from e
     meta = {"input_shape": tuple(json.loads(tags["mentee.input_shape"])),
-            "num_classes": int(tags["mentee.num_classes"])}
+            "num_classes": int(tags["mentee.num_classes"]), "seed": config.train.seed,
+            "val_acc": metrics.get(f"val_acc.s{seed}", metrics.get("val_acc", float("nan"))),
+            "test_acc": metrics.get(f"test_acc.s{seed}", metrics.get("test_acc", float("nan"))),
+            "mentee_val_acc": metrics.get("val_acc", float("nan")),
+            "mentee_test_acc": metrics.get("test_acc", float("nan"))}
     return config, weights, meta
 
 
