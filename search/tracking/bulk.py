@@ -181,22 +181,45 @@ def _sql_store(uri: str) -> Any | None:
         return _stores[uri]
 
 
-def _latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """MLflow's latest_metrics: per (run, key) the row with the largest (step, timestamp, value)."""
-    best: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in rows:
-        k = (r["run_uuid"], r["key"])
-        b = best.get(k)
-        if b is None or (r["step"], r["timestamp"], r["value"]) > (b["step"], b["timestamp"], b["value"]):
-            best[k] = r
-    return list(best.values())
+_METRIC_COLUMNS = ("run_uuid", "key", "value", "timestamp", "step", "is_nan")
+_RUN_COLUMNS = ("run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id", "status",
+                "start_time", "end_time", "deleted_time", "source_version", "lifecycle_stage", "experiment_id",
+                "artifact_uri")
+Row = tuple[Any, ...]
 
 
-def _metric_rows(run_id: str, metrics: Sequence[tuple[str, float, int]], timestamp: int) -> list[dict[str, Any]]:
+def _insert(session: Any, table: Any, columns: Sequence[str], rows: list[Row]) -> None:
+    """INSERT many rows as tuples in `columns` order. On sqlite straight to the driver's executemany
+    (SQLAlchemy's per-row parameter handling cost as much as sqlite's own work); elsewhere through
+    SQLAlchemy, which folds them into multi-row INSERTs (insertmanyvalues) instead of a round trip a row."""
+    from sqlalchemy import insert
+
+    if not rows:
+        return
+    dialect = session.bind.dialect
+    if dialect.name == "sqlite":
+        quote = dialect.identifier_preparer.quote
+        sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+               f"VALUES ({', '.join('?' * len(columns))})")
+        session.connection().exec_driver_sql(sql, rows)
+    else:
+        session.execute(insert(table), [dict(zip(columns, r)) for r in rows])
+
+
+def _metric_rows(run_id: str, metrics: Sequence[tuple[str, float, int]], timestamp: int) -> list[Row]:
+    rows = [(run_id, k, _finite(v), timestamp, s, False) for k, v, s in metrics]
     # a repeated (key, value, step) is one row, as MLflow's log_batch keeps it
-    seen = {(k, _finite(v), int(s)) for k, v, s in metrics}
-    return [{"run_uuid": run_id, "key": k, "value": v, "timestamp": timestamp, "step": s, "is_nan": False}
-            for k, v, s in seen]
+    return rows if len(set(rows)) == len(rows) else list(dict.fromkeys(rows))
+
+
+def _latest(rows: list[Row]) -> list[Row]:
+    """MLflow's latest_metrics: per (run, key) the row with the largest (step, timestamp, value)."""
+    best: dict[tuple[str, str], Row] = {}
+    for r in rows:
+        b = best.get(r[:2])
+        if b is None or (r[4], r[3], r[2]) > (b[4], b[3], b[2]):
+            best[r[:2]] = r
+    return list(best.values())
 
 
 def _sql_create(store: Any, experiment_id: str, runs: Sequence[NewRun]) -> list[str]:
@@ -209,7 +232,7 @@ def _sql_create(store: Any, experiment_id: str, runs: Sequence[NewRun]) -> list[
         SqlTag,
     )
     from mlflow.utils.uri import append_to_uri_path
-    from sqlalchemy import insert, select
+    from sqlalchemy import select
 
     with store.ManagedSessionMaker(read_only=False) as session:
         found = session.execute(select(SqlExperiment.artifact_location, SqlExperiment.lifecycle_stage)
@@ -221,29 +244,30 @@ def _sql_create(store: Any, experiment_id: str, runs: Sequence[NewRun]) -> list[
                 f"The experiment {experiment_id} must be in the 'active' state. "
                 f"Current state is {found.lifecycle_stage}.")
         ids = [uuid.uuid4().hex for _ in runs]
-        run_rows, tag_rows, param_rows, metric_rows = [], [], [], []
+        run_rows: list[Row] = []
+        tag_rows: list[Row] = []
+        param_rows: list[Row] = []
+        metric_rows: list[Row] = []
         for run_id, run in zip(ids, runs):
             tags = {**run.tags, _RUN_NAME_TAG: run.run_name}
-            run_rows.append({
-                "run_uuid": run_id, "name": run.run_name, "source_type": "UNKNOWN", "source_name": "",
-                "entry_point_name": "", "user_id": tags.get("mlflow.user", "unknown"), "status": run.status,
-                "start_time": run.start_ms, "end_time": run.end_ms, "deleted_time": None, "source_version": "",
-                "lifecycle_stage": "active", "experiment_id": int(experiment_id),
-                "artifact_uri": append_to_uri_path(found.artifact_location, run_id, "artifacts"),
-            })
-            tag_rows += [{"run_uuid": run_id, "key": k, "value": _tag(v)} for k, v in tags.items()]
-            param_rows += [{"run_uuid": run_id, "key": k, "value": _param(v)} for k, v in run.params.items()]
+            # as MLflow's own create_run fills them (source fields empty, user from mlflow.user)
+            run_rows.append((run_id, run.run_name, "UNKNOWN", "", "", tags.get("mlflow.user", "unknown"),
+                             run.status, run.start_ms, run.end_ms, None, "", "active", int(experiment_id),
+                             append_to_uri_path(found.artifact_location, run_id, "artifacts")))
+            tag_rows += [(run_id, k, _tag(v)) for k, v in tags.items()]
+            param_rows += [(run_id, k, _param(v)) for k, v in run.params.items()]
             metric_rows += _metric_rows(run_id, run.metrics, run.end_ms)
-        for model, rows in ((SqlRun, run_rows), (SqlTag, tag_rows), (SqlParam, param_rows),
-                            (SqlMetric, metric_rows), (SqlLatestMetric, _latest(metric_rows))):
-            if rows:
-                session.execute(insert(model.__table__), rows)
+        _insert(session, SqlRun.__table__, _RUN_COLUMNS, run_rows)
+        _insert(session, SqlTag.__table__, ("run_uuid", "key", "value"), tag_rows)
+        _insert(session, SqlParam.__table__, ("run_uuid", "key", "value"), param_rows)
+        _insert(session, SqlMetric.__table__, _METRIC_COLUMNS, metric_rows)
+        _insert(session, SqlLatestMetric.__table__, _METRIC_COLUMNS, _latest(metric_rows))
     return ids
 
 
 def _sql_update(store: Any, updates: Sequence[RunUpdate]) -> None:
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun, SqlTag
-    from sqlalchemy import delete, insert, select, update
+    from sqlalchemy import delete, select, update
 
     now = int(time.time() * 1000)
     with store.ManagedSessionMaker(read_only=False) as session:
@@ -256,25 +280,25 @@ def _sql_update(store: Any, updates: Sequence[RunUpdate]) -> None:
             if stages[run_id] != "active":
                 raise MlflowException.invalid_parameter_value(f"The run {run_id} must be in the 'active' state.")
         metric_rows = [r for run_id, metrics, _ in updates for r in _metric_rows(run_id, metrics, now)]
-        if metric_rows:
-            session.execute(insert(SqlMetric.__table__), metric_rows)
-            old = {(r.run_uuid, r.key): r for r in session.execute(
-                select(SqlLatestMetric.__table__).where(SqlLatestMetric.run_uuid.in_(ids))).all()}
-            for new in _latest(metric_rows):
-                was = old.get((new["run_uuid"], new["key"]))
-                if was is None:
-                    session.execute(insert(SqlLatestMetric.__table__), [new])
-                elif (new["step"], new["timestamp"], new["value"]) > (was.step, was.timestamp, was.value):
-                    session.execute(update(SqlLatestMetric.__table__)
-                                    .where(SqlLatestMetric.run_uuid == new["run_uuid"],
-                                           SqlLatestMetric.key == new["key"])
-                                    .values(value=new["value"], step=new["step"], timestamp=now, is_nan=False))
+        _insert(session, SqlMetric.__table__, _METRIC_COLUMNS, metric_rows)
+        latest = SqlLatestMetric.__table__
+        old = {(r.run_uuid, r.key): r for r in session.execute(
+            select(latest).where(latest.c.run_uuid.in_(ids))).all()} if metric_rows else {}
+        added = []
+        for new in _latest(metric_rows):
+            was = old.get(new[:2])
+            if was is None:
+                added.append(new)
+            elif (new[4], new[3], new[2]) > (was.step, was.timestamp, was.value):
+                session.execute(update(latest).where(latest.c.run_uuid == new[0], latest.c.key == new[1])
+                                .values(value=new[2], timestamp=new[3], step=new[4], is_nan=False))
+        _insert(session, latest, _METRIC_COLUMNS, added)
         for run_id, _, tags in updates:
-            if tags:
+            if tags:  # a tag set again replaces its value, as MLflow's set_tag does
                 session.execute(delete(SqlTag.__table__).where(SqlTag.run_uuid == run_id,
                                                                SqlTag.key.in_(list(tags))))
-                session.execute(insert(SqlTag.__table__),
-                                [{"run_uuid": run_id, "key": k, "value": _tag(v)} for k, v in tags.items()])
+                _insert(session, SqlTag.__table__, ("run_uuid", "key", "value"),
+                        [(run_id, k, _tag(v)) for k, v in tags.items()])
 
 
 # -- servers (and SQL stores whose tables are not as expected): the public API -----------------------
