@@ -17,11 +17,21 @@ from search.config import TermConfig
 from search.space_values import NonNegativeNum, PositiveNum, Range
 from search.taps import Projection
 from search.teachers import qualify
-from search.terms.registry import METRICS, SCHEDULES, LossTerm, Pick, TermSpace, describe_suffix, register_term
+from search.terms.registry import (
+    METRICS,
+    NORMALISE,
+    SCHEDULES,
+    LossTerm,
+    Pick,
+    TermSpace,
+    describe_suffix,
+    register_term,
+    weight_text,
+)
 
 _Space = TypeVar("_Space", bound=TermSpace)  # a tap-to-tap term's space section
 
-__all__: list[str] = []
+__all__ = ["soft_target_terms"]
 
 
 def _schedules(v):
@@ -37,6 +47,11 @@ def _schedules(v):
 def _with_schedule(params: dict[str, Any], schedule: str) -> dict[str, Any]:
     # a constant weight is the default: left out, so configs without schedules stay as they were
     return params if schedule == "constant" else {**params, "schedule": schedule}
+
+
+def _normalised(params: dict[str, Any], section: TermSpace) -> dict[str, Any]:
+    # a raw weight is the default: left out, so configs without `normalise` stay as they were
+    return {**params, NORMALISE: 1.0} if getattr(section, "normalise", False) else params
 
 
 def student_tap(tap: str, depth: int) -> str | None:
@@ -74,7 +89,7 @@ class CrossEntropy(LossTerm[_LabelSpace]):
     def suggest(cls, section: _LabelSpace, pick: Pick, depth: int) -> list[TermConfig]:
         return [TermConfig(cls.name, float(section.weight))]
 
-    def forward(self, logits, feats, y, mentor, p):
+    def compute(self, logits, feats, y, mentor, p):
         return F.cross_entropy(logits.float(), y)
 
 
@@ -85,6 +100,7 @@ class _TapSpace(TermSpace):
     taps: dict[str, list[str]] = {"last": ["none", "layer3"]}
     weight: NonNegativeNum = Range(low=0.01, high=1.0, log=True)
     schedule: Union[str, list[str]] = "constant"  # how the weight moves during training (SCHEDULES)
+    normalise: bool = False  # weight relative to the label loss (`search.terms.registry.label_scaled`)
 
     _sched = field_validator("schedule")(_schedules)
 
@@ -108,7 +124,7 @@ def _tap_terms(cls: type[LossTerm[Any]], section: _TapSpace, pick: Pick, depth: 
         if teacher == "none" or student is None:
             continue
         weight = float(pick(f"{prefix}.weight.{tap}", section.weight))
-        params = {"student": student, "teacher": teacher, **extra(tap)}
+        params = _normalised({"student": student, "teacher": teacher, **extra(tap)}, section)
         out.append(TermConfig(cls.name, weight, _with_schedule(params, pick(f"{prefix}.schedule.{tap}",
                                                                             section.schedule))))
     return out
@@ -153,25 +169,41 @@ class Hint(_TapToTap[_HintSpace]):
 
     @classmethod
     def describe(cls, t):
-        return f"{t.params['student']}->{t.params['teacher']}:{t.params['metric']}@{t.weight:g}{describe_suffix(t)}"
+        return f"{t.params['student']}->{t.params['teacher']}:{t.params['metric']}@{weight_text(t)}{describe_suffix(t)}"
 
     def __init__(self, params, student_shapes, mentor_shapes):
         super().__init__(params, student_shapes, mentor_shapes)
         self.proj = Projection(student_shapes[params["student"]], mentor_shapes[self.mentor_key(params["teacher"])])
 
-    def forward(self, logits, feats, y, mentor, p):
+    def compute(self, logits, feats, y, mentor, p):
         pred = self.proj(feats[self.params["student"]])
         target = self.proj.target(mentor[self.mentor_key(self.params["teacher"])])
         return METRICS[self.params["metric"]](pred.float(), target.float())
 
 
 class _KDSpace(TermSpace):
+    """A soft-target term's section: on or off, its weight, temperature and schedule; the terms on
+    logits (KD, DKD, DIST) share it and add their own numbers."""
+
     enabled: Union[bool, list[bool]] = False
     weight: NonNegativeNum = Range(low=0.1, high=1.0, log=True)
     temperature: PositiveNum = 4.0
     schedule: Union[str, list[str]] = "constant"
+    normalise: bool = False  # weight relative to the label loss (`search.terms.registry.label_scaled`)
 
     _sched = field_validator("schedule")(_schedules)
+
+
+def soft_target_terms(cls: type[LossTerm[Any]], section: _KDSpace, pick: Pick,
+                      numbers: dict[str, Any]) -> list[TermConfig]:
+    """A logit term's config from its section (`numbers`: its own searched member parameters by name,
+    each picked as `<term>.<name>`), or none where `enabled` picks off."""
+    if not pick(cls.name, section.enabled):
+        return []
+    params = {"temperature": float(pick(f"{cls.name}.temperature", section.temperature)),
+              **{k: float(pick(f"{cls.name}.{k}", v)) for k, v in numbers.items()}}
+    return [TermConfig(cls.name, float(pick(f"{cls.name}.weight", section.weight)),
+                       _with_schedule(_normalised(params, section), pick(f"{cls.name}.schedule", section.schedule)))]
 
 
 @register_term("kd")
@@ -184,17 +216,13 @@ class SoftTargets(LossTerm[_KDSpace]):
 
     @classmethod
     def suggest(cls, section: _KDSpace, pick: Pick, depth: int) -> list[TermConfig]:
-        if not pick("kd", section.enabled):
-            return []
-        params = {"temperature": float(pick("kd.temperature", section.temperature))}
-        return [TermConfig(cls.name, float(pick("kd.weight", section.weight)),
-                           _with_schedule(params, pick("kd.schedule", section.schedule)))]
+        return soft_target_terms(cls, section, pick, {})
 
     @classmethod
     def describe(cls, t):
-        return f"kd@{t.weight:g}/T{t.params.get('temperature', 4.0):g}{describe_suffix(t)}"
+        return f"kd@{weight_text(t)}/T{t.params.get('temperature', 4.0):g}{describe_suffix(t)}"
 
-    def forward(self, logits, feats, y, mentor, p):
+    def compute(self, logits, feats, y, mentor, p):
         T = p["temperature"]
         # KL written out: F.kl_div has no vmap batching rule (a slow fallback)
         log_t = F.log_softmax(mentor[self.mentor_key("logits")].float() / T, -1)
@@ -227,7 +255,7 @@ class AttentionTransfer(_TapToTap[_AttentionSpace]):
 
     @classmethod
     def describe(cls, t):
-        return f"at:{t.params['student']}->{t.params['teacher']}@{t.weight:g}{describe_suffix(t)}"
+        return f"at:{t.params['student']}->{t.params['teacher']}@{weight_text(t)}{describe_suffix(t)}"
 
     @staticmethod
     def attention_map(f: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
@@ -236,7 +264,7 @@ class AttentionTransfer(_TapToTap[_AttentionSpace]):
             a = F.adaptive_avg_pool1d(a, size[0]) if a.dim() == 3 else F.adaptive_avg_pool2d(a, (size[0], size[1]))
         return F.normalize(a.flatten(1), dim=1, eps=1e-12)
 
-    def forward(self, logits, feats, y, mentor, p):
+    def compute(self, logits, feats, y, mentor, p):
         t = mentor[self.mentor_key(self.params["teacher"])]
         if t.dim() < 3:  # a flat tap has no "where": compare the whole vectors' energy profile
             return (F.normalize(feats[self.params["student"]].float().flatten(1), dim=1)

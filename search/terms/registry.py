@@ -15,6 +15,13 @@ mentor); the term then reads its mentor outputs under qualified names (`epoch20/
 `epoch20/logits`; plain `layer3`, `logits` for the final mentor), a source is a slot parameter
 of every mentor term, and `describe` ends with `<epoch20`.
 
+A mentor term's weight may be *relative to the label loss* (`params["normalise"] = 1`, a member
+parameter; the spaces shipped set it with `normalise: true`): the term's value is rescaled on each
+batch by the detached ratio CE / term, so weight 1 means "as large as the label loss", whatever
+scale the term's own loss has (a hint's RMSE depends on the mentor's feature scale, attention's
+distance is ~0.1, KD's T²·KL is ~CE). The gradient keeps the term's direction; only its size is
+set by the weight. Without it (the default, as configs before it) the weight multiplies the raw loss.
+
 Parameters come in two kinds. *Slot* parameters (`slot_params`: which taps, which metric)
 change the computation's structure, so members of a fused group that share them share one
 module (a "slot"); a member weights the slots that are not its own by exactly 0. *Member*
@@ -34,7 +41,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_serializer
 from torch import nn
 from torch.nn import functional as F
 
@@ -43,7 +50,10 @@ from search.teachers import FINAL, qualify
 from search.train.optim import SCHEDULES  # the loss-weight schedules the fused step computes (params["schedule"])
 
 __all__ = ["TERMS", "METRICS", "SCHEDULES", "LossTerm", "register_term", "register_metric", "describe_terms",
-           "two_stage", "Pick", "with_source", "cache_names", "TermSpace", "describe_suffix"]
+           "two_stage", "Pick", "with_source", "cache_names", "TermSpace", "describe_suffix", "weight_text",
+           "label_scaled", "NORMALISE"]
+
+NORMALISE = "normalise"  # the member parameter that makes a mentor term's weight relative to the label loss
 
 
 # A searched value in a space section: fixed, a list of choices, or a {low, high, log} range.
@@ -110,6 +120,8 @@ def register_term(name: str):
     def deco(cls: type[_Term]) -> type[_Term]:
         cls.name = name
         assert (name == LABEL_TERM) == (not cls.uses_mentor), f"only '{LABEL_TERM}' may train without the mentor"
+        if cls.uses_mentor:  # every mentor term may weigh relative to the label loss; off unless asked
+            cls.member_params = {**cls.member_params, NORMALISE: 0.0}
         TERMS[name] = cls
         return cls
     return deco
@@ -119,6 +131,16 @@ class TermSpace(BaseModel):
     """A term's section of a search space (unknown keys and NaN are errors, as everywhere)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # keys added after spaces were first hashed (`search.spaces.space_hash`, what resume matches):
+    # left out of a dump while at their default, so a space that does not use them keeps its hash
+    LATER: ClassVar[tuple[str, ...]] = ("normalise",)
+
+    @model_serializer(mode="wrap")
+    def _without_later_defaults(self, handler):
+        out = handler(self)
+        fields = type(self).model_fields
+        return {k: v for k, v in out.items()
+                if not (k in self.LATER and k in fields and getattr(self, k) == fields[k].default)}
 
 
 # A term's own section type: `suggest` reads its fields, so each term narrows it (LossTerm[_HintSpace])
@@ -164,7 +186,7 @@ class LossTerm(nn.Module, Generic[_Space]):
 
     @classmethod
     def describe(cls, t: TermConfig) -> str:
-        return f"{cls.name}@{t.weight:g}{describe_suffix(t)}"
+        return f"{cls.name}@{weight_text(t)}{describe_suffix(t)}"
 
     @classmethod
     def slot(cls, t: TermConfig) -> tuple:
@@ -186,7 +208,25 @@ class LossTerm(nn.Module, Generic[_Space]):
 
     def forward(self, logits: torch.Tensor, feats: dict[str, torch.Tensor], y: torch.Tensor,
                 mentor: dict[str, torch.Tensor], p: dict[str, torch.Tensor]) -> torch.Tensor:
+        loss = self.compute(logits, feats, y, mentor, p)
+        return label_scaled(loss, logits, y, p[NORMALISE]) if NORMALISE in p else loss
+
+    def compute(self, logits: torch.Tensor, feats: dict[str, torch.Tensor], y: torch.Tensor,
+                mentor: dict[str, torch.Tensor], p: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The term's own loss (a scalar): what its paper writes."""
         raise NotImplementedError
+
+
+def label_scaled(loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, on: torch.Tensor | float) -> torch.Tensor:
+    """`loss` rescaled to the label loss's size on this batch where `on` is 1, unchanged where it is 0
+    (exactly: × 1). The ratio is detached, so the gradient is the term's own, times CE / term."""
+    ratio = F.cross_entropy(logits.float(), y).detach() / (loss.detach() + 1e-8)
+    return loss * (1 + on * (ratio - 1))
+
+
+def weight_text(t: TermConfig) -> str:
+    """`0.5`; `0.5ce` where the weight is relative to the label loss (0.5 × CE's size)."""
+    return f"{t.weight:g}" + ("ce" if t.params.get(NORMALISE) else "")
 
 
 def describe_suffix(t: TermConfig) -> str:

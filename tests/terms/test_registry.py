@@ -9,7 +9,7 @@ from pathlib import Path
 
 import search.terms.registry as registry
 
-BUILTIN = {"ce", "hint", "kd", "attention"}
+BUILTIN = {"ce", "hint", "kd", "attention", "dkd", "dist"}
 
 
 def test_the_registry_imports_no_term():
