@@ -14,16 +14,20 @@ from search.teachers import ASSISTANT, FINAL, checkpoint_name
 __all__ = ["MentorArch", "AssistantSpec", "MentorSpec"]
 
 
+# Bounds of sense, as the space's own (search/spaces.py): a mentor is a network a GPU trains in hours.
+MAX_LAYERS, MAX_WIDTH, MAX_EPOCHS, MAX_BATCH, MAX_LR = 64, 65_536, 100_000, 1 << 20, 10.0
+
+
 def _widths(v: list[int]) -> list[int]:
-    if not v or any(w < 1 for w in v):
-        raise ValueError("widths must be a non-empty list of integers ≥ 1")
+    if not v or len(v) > MAX_LAYERS or any(not 1 <= w <= MAX_WIDTH for w in v):
+        raise ValueError(f"widths must be a list of 1 to {MAX_LAYERS} integers, each in 1..{MAX_WIDTH:,}")
     return v
 
 
 class MentorArch(SpaceModel):
     family: str = "conv1d"
     widths: list[int] = [64, 128, 128, 128]
-    kernel: int = Field(default=5, ge=1)
+    kernel: int = Field(default=5, ge=1, le=1_024)
     batch_norm: bool = True
 
     _w = field_validator("widths")(_widths)
@@ -38,10 +42,10 @@ class AssistantSpec(SpaceModel):
     `kd_weight` · KD at `temperature`) on first use and saved beside the mentor file."""
 
     widths: list[int]
-    epochs: int = Field(default=40, ge=1)
-    lr: float = Field(default=3e-3, gt=0)
-    kd_weight: float = Field(default=0.5, gt=0)
-    temperature: float = Field(default=4.0, gt=0)
+    epochs: int = Field(default=40, ge=1, le=MAX_EPOCHS)
+    lr: float = Field(default=3e-3, gt=0, le=MAX_LR)
+    kd_weight: float = Field(default=0.5, gt=0, le=1e6)
+    temperature: float = Field(default=4.0, gt=0, le=1e6)
 
     _w = field_validator("widths")(_widths)
 
@@ -56,9 +60,9 @@ class MentorSpec(SpaceModel):
 
     path: str = "mentors/mentor.pt"
     arch: MentorArch = MentorArch()
-    epochs: int = Field(default=60, ge=1)
-    lr: float = Field(default=3e-3, gt=0)
-    batch_size: int = Field(default=128, ge=1)
+    epochs: int = Field(default=60, ge=1, le=MAX_EPOCHS)
+    lr: float = Field(default=3e-3, gt=0, le=MAX_LR)
+    batch_size: int = Field(default=128, ge=1, le=MAX_BATCH)
     seed: int = Field(default=0, ge=0, lt=2**32)  # numpy and mnist1d take 32-bit unsigned seeds
     factory: str | None = None  # package.module:function for your own nn.Module (then `taps` is required)
     taps: list[str] | None = None

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
-__all__ = ["SpaceModel", "Range", "Num", "Int", "PositiveNum", "NonNegativeNum", "PositiveInt", "nonempty"]
+__all__ = ["SpaceModel", "Range", "Num", "Int", "PositiveNum", "NonNegativeNum", "PositiveInt", "nonempty", "within",
+           "MAX_VALUE"]
 
 
 class SpaceModel(BaseModel):
@@ -37,21 +38,31 @@ Num = Union[float, list[float], Range]
 Int = Union[int, list[int], Range]
 
 
-def _at_least(bound: float, *, strict: bool = False) -> AfterValidator:
-    """Every value a searched number can take (fixed, each choice, both ends of a range) is ≥ bound
-    (> bound if strict): a negative learning rate or a zero batch size would only fail mid-sweep."""
+# The largest value any searched number may take unless its field says less: far above any real weight,
+# temperature or size, far below where a float overflows (1e308) or a range of integers never ends.
+MAX_VALUE = 1e6
+
+
+def within(low: float, high: float = MAX_VALUE, *, strict: bool = False) -> AfterValidator:
+    """Every value a searched number can take (fixed, each choice, both ends of a range) is in
+    [low, high] ((low, high] if strict): a negative learning rate, a zero batch size or 1e308 would
+    only fail mid-sweep, or overflow."""
     def check(v: Any) -> Any:
         values = [v.low, v.high] if isinstance(v, Range) else v if isinstance(v, list) else [v]
-        bad = [x for x in values if x < bound or (strict and x == bound)]
+        bad = [x for x in values if x < low or (strict and x == low) or x > high]
         if bad:
-            raise ValueError(f"expected {'>' if strict else '≥'} {bound:g}, got {bad[0]:g}")
+            raise ValueError(f"expected {'>' if strict else '≥'} {low:g} and ≤ {_text(high)}, got {bad[0]:g}")
         return v
     return AfterValidator(check)
 
 
-PositiveNum = Annotated[Num, _at_least(0, strict=True)]  # learning rate, temperature, growth
-NonNegativeNum = Annotated[Num, _at_least(0)]  # weight decay, loss weights (0 = term off)
-PositiveInt = Annotated[Int, _at_least(1)]  # depth, width, kernel, batch size
+def _text(x: float) -> str:
+    return f"{x:,.0f}" if float(x).is_integer() else f"{x:g}"  # 1,000,000 rather than 1e+06
+
+
+PositiveNum = Annotated[Num, within(0, strict=True)]  # learning rate, temperature, growth
+NonNegativeNum = Annotated[Num, within(0)]  # weight decay, loss weights (0 = term off)
+PositiveInt = Annotated[Int, within(1)]  # depth, width, kernel, batch size
 
 
 def nonempty(v: Any) -> Any:

@@ -265,6 +265,10 @@ def _one_line(path: str, err: ValidationError) -> str:
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         return f"{path}: unknown key '{key}'{hint}"
     msg = e["msg"].removeprefix("Value error, ")
+    bound = {"less_than_equal": "≤ {le}", "less_than": "< {lt}", "greater_than_equal": "≥ {ge}",
+             "greater_than": "> {gt}"}.get(e["type"])
+    if bound:  # the bound in our words (pydantic's change between releases), with thousands separated
+        msg = "expected " + bound.format(**{k: f"{v:,}" if isinstance(v, int) else v for k, v in e["ctx"].items()})
     got = e.get("input")
     show = got is not None and not isinstance(got, dict) and len(repr(got)) < 60 and ", got " not in msg
     got_s = f", got {got!r}" if show else ""  # (a message of ours may already say what it got)

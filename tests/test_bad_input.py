@@ -410,7 +410,7 @@ CASES = [
                  ["nodir/x.db", "no MLflow database"], id="uri-db-path-missing-dir"),
     pytest.param(None, ["pareto"], ["mlflow.db", "no MLflow database"], id="uri-default-store-missing"),
     pytest.param(STORE, ["export", "0123456789abcdef", "--tracking-uri", "store.db"],
-                 ["0123456789abcdef", "not found"], id="run-id-unknown"),
+                 ["0123456789abcdef", "store.db"], id="run-id-unknown"),
     pytest.param(STORE, ["pareto", "--experiment", "nope", "--tracking-uri", "store.db"], ["'nope'", "not found"],
                  id="experiment-unknown"),
     pytest.param(STORE, ["pick", "--max-params", "5k", "--tracking-uri", "store.db"], ["no mentee runs"],
