@@ -21,7 +21,6 @@ Reading back is `search.tracking.runs`; the model registry `search.tracking.regi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -45,12 +44,13 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from search.config import MemberConfig, MemberResult, Status, seed_member_id
+from search.config import MemberConfig, MemberResult, Status, WorkItem, WorkKind, seed_member_id
 from search.errors import UserError
 from search.mentees import MenteeRecord, mean_std
 from search.terms import TERMS, describe_terms
 from search.tracking import bulk
 from search.tracking.retry import first_touch, retrying
+from search.tracking.stores import check_store
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in CLI output
 for _name in ("mlflow", "alembic"):  # "Creating initial MLflow database tables..." is not for our users
@@ -67,7 +67,7 @@ _PAGE = 1000
 
 # Stores MLflow can track to. Anything else fails deep inside MLflow with a model-registry traceback
 # (`foo://x`), or, for a plain directory, as MLflow 3.13+ refusing its old file store.
-_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql")
 _EXPECTED = "expected sqlite:///PATH.db, a path ending in .db, or http(s)://HOST:PORT of an MLflow server"
 
 
@@ -84,6 +84,8 @@ def resolve_uri(uri: str | None) -> str:
         # A path is relative to the cwd *now*; pin it so a later chdir cannot move the store.
         return "sqlite:///" + str(Path(uri).expanduser().resolve())
     scheme = uri.partition(":")[0].split("+")[0].lower() if ":" in uri else uri  # postgresql+psycopg2
+    if scheme in ("databricks", "databricks-uc", "uc"):  # a workspace's login flow and a different run model
+        raise UserError(f"{source} {uri!r}: Databricks tracking is not supported; {_EXPECTED}")
     if scheme in _SCHEMES or (scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() == "true"):
         return uri
     if not uri:
@@ -140,12 +142,9 @@ def _summary_metrics(vals: Sequence[float], tests: Sequence[float]) -> list[tupl
 
 def _client(uri: str | None, *, must_exist: bool = False) -> MlflowClient:
     uri = resolve_uri(uri)
-    if must_exist and uri.startswith("sqlite:///"):
-        # Opening a missing sqlite file creates it: a reader run from the wrong directory
-        # would silently make an empty store instead of saying where it looked.
-        path = Path(unquote(uri[len("sqlite:///") :]))
-        if not path.exists():
-            raise UserError(f"tracking URI {uri}: no MLflow database at {path.resolve()}")
+    # a reader never creates a store (a missing or empty sqlite file says where it looked); a directory, a
+    # file that is not sqlite, a missing driver or a server that does not answer: one line, at once
+    check_store(uri, reader=must_exist)
     return MlflowClient(uri)
 
 
@@ -177,6 +176,7 @@ class SweepTracker:
 
     def __init__(self, uri: str | None, experiment: str) -> None:
         self.uri = resolve_uri(uri)
+        check_store(self.uri)  # one line now, not a traceback or ~100 s of retries (search/tracking/stores.py)
         with first_touch(self.uri):  # a new sqlite file's tables: created by one process at a time
             self._raw = MlflowClient(self.uri)
         # every write waits out sqlite's "database is locked" (another sweep on the file) and a server
@@ -272,64 +272,13 @@ class SweepTracker:
         member_id: str,
         artifact_dir: Path | None = None,
     ) -> str:
-        """One finished child run for one member; `artifact_dir`'s files are attached too."""
-        config = result.config
-        run = self.client.create_run(
-            self.experiment_id,
-            tags={"mlflow.parentRunId": parent_run_id, "mentee.kind": "mentee"},
-            run_name=_run_name(config),
-        )
-        run_id = run.info.run_id
-        try:
-            now = int(time.time() * 1000)
-            scalars = {
-                "val_acc": result.val_acc,
-                "test_acc": result.test_acc,
-                **result.cost,
-                "train_seconds": result.train_seconds,
-                "epochs_run": result.epochs_run,
-            }
-            metrics = [Metric(k, float(v), now, 0) for k, v in scalars.items()]
-            for name, values in result.curves.items():
-                metrics += [Metric(f"curve.{name}", float(v), now, step) for step, v in enumerate(values)]
-            # NaN (a failed member's accuracy, a diverged loss) is left out: it reads back as
-            # NaN anyway and does not survive every store's JSON.
-            metrics = [m for m in metrics if not math.isnan(m.value)]
-            run_tags = {
-                **{str(k): str(v) for k, v in tags.items()},
-                "mentee.kind": "mentee",
-                "mentee.member_id": member_id,
-                "mentee.status": str(result.status),
-                "mentee.arch_key": config.arch.key(),
-                "mentee.family": config.arch.family,
-                "mentee.mapping": mapping_string(config),
-                "mentee.seed": str(config.train.seed),
-            }
-            if result.error:
-                run_tags["mentee.error"] = result.error
-            self._log(run_id, metrics, _member_params(config), run_tags)
-            with tempfile.TemporaryDirectory() as tmp:
-                (Path(tmp) / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
-                if result.state_dict is not None:
-                    weights = {
-                        k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in result.state_dict.items()
-                    }
-                    torch.save(weights, Path(tmp) / "mentee.pt")
-                    (Path(tmp) / "arch.json").write_text(
-                        json.dumps(dataclasses.asdict(config.arch), indent=1)
-                    )
-                self.client.log_artifacts(run_id, tmp)
-            if artifact_dir is not None:
-                self.client.log_artifacts(run_id, str(artifact_dir))
-        except BaseException:
-            # A half-logged run must never look recorded: deleted (if the store is gone too, it stays
-            # RUNNING, and finish_sweep or a resume deletes it); the driver's journal still has the result.
-            try:
-                self._raw.delete_run(run_id)
-            except Exception:  # noqa: BLE001 - the first error is the one to report
-                pass
-            raise
-        self.client.set_terminated(run_id, _RUN_STATUS.get(result.status, "FAILED"))
+        """One member as a mentee of one seed (tools and tests; sweeps write whole mentees with
+        `log_mentees`); `artifact_dir`'s files are attached to its run too."""
+        kind = WorkKind(str(tags.get("mentee.work", WorkKind.FIXED.value)))
+        rec = MenteeRecord.of([(WorkItem(member_id, kind, result.config), result, str(tags.get("mentee.node_id", "")))])
+        run_id = self.log_mentees(parent_run_id, [(rec, {str(k): str(v) for k, v in tags.items()})])[0]
+        if artifact_dir is not None:
+            self.client.log_artifacts(run_id, str(artifact_dir))
         return run_id
 
     def log_mentees(self, parent_run_id: str, records: Sequence[tuple[MenteeRecord, Mapping[str, str]]]) -> list[str]:

@@ -109,7 +109,9 @@ def test_log_and_load_runs(sweep, uri):
     assert by.loc["m3", "mapping"] == "none"
     assert bool(by.loc["m3", "independent"]) and not bool(by.loc["m0", "independent"])
     assert by.loc["m0", "arch_key"] == results["m0"].config.arch.key()
-    assert by.loc["m1", "seed"] == 1 and by.loc["m1", "val_acc"] == pytest.approx(0.51)
+    assert by.loc["m1", "seeds"] == (1,) and by.loc["m1", "val_acc"] == pytest.approx(0.51)
+    assert by.loc["m1", "n_seeds"] == 1 and by.loc["m1", "val_accs"] == pytest.approx((0.51,))
+    assert by.loc["m2", "seeds"] == () and by.loc["m2", "failed_seeds"] == (2,)  # pruned: no finished seed
     assert by.loc["m0", "macs"] == 56789 and by.loc["m0", "bytes_int8"] == 1234
     assert by.loc["m0", "train_seconds"] == 1.5 and by.loc["m2", "epochs_run"] == 1
     assert df.family.eq("conv1d").all() and str(df.start_time.dtype) == "datetime64[ns, UTC]"
@@ -117,18 +119,23 @@ def test_log_and_load_runs(sweep, uri):
     # MLflow's own view: run statuses, names, dotted params, tags, step curves.
     client = tracker.client
     run = client.get_run(ids["m0"])
-    assert run.info.status == "FINISHED" and run.info.run_name == "conv1d-8x8-hint0.1-s0"
+    assert run.info.status == "FINISHED" and run.info.run_name == "conv1d-8x8-hint0.1"
     assert client.get_run(ids["m2"]).info.status == "KILLED"
-    assert client.get_run(ids["m3"]).info.run_name == "conv1d-8x8-indep-s3"
+    assert client.get_run(ids["m3"]).info.run_name == "conv1d-8x8-indep"
     p = run.data.params
     assert p["arch.widths"] == "8x8" and p["train.lr"] == "0.003" and p["term.hint"] == "layer2->layer3:rmse@0.1"
     assert p["independent"] == "False"
     assert run.data.tags["mentee.space_hash"] == "abc" and run.data.tags["mentee.kind"] == "mentee"
     curve = client.get_metric_history(ids["m0"], "curve.val_acc")
     assert [(m.step, m.value) for m in sorted(curve, key=lambda m: m.step)] == [(0, 0.3), (1, 0.4), (2, 0.5)]
-    files = {f.path for f in client.list_artifacts(ids["m0"])}
-    assert files == {"config.json", "mentee.pt", "arch.json"}
-    assert {f.path for f in client.list_artifacts(ids["m2"])} == {"config.json"}  # no weights: none logged
+    # no files per child run: the config is a tag, the weights one file per write under the parent
+    assert not client.list_artifacts(ids["m0"])
+    assert MemberConfig.from_dict(json.loads(run.data.tags["mentee.config"])) == results["m0"].config
+    ref = json.loads(run.data.tags["mentee.weights"])
+    assert list(ref) == ["0"] and ref["0"].startswith("weights/")
+    assert json.loads(client.get_run(ids["m2"]).data.tags["mentee.weights"]) == {}  # pruned: no weights
+    assert {f.path for f in client.list_artifacts(parent, "weights")} == {ref["0"]} | {
+        json.loads(client.get_run(ids[m]).data.tags["mentee.weights"])[str(s)] for m, s in (("m1", 1), ("m3", 3))}
 
     parent_run = client.get_run(parent)
     assert parent_run.data.tags["mentee.kind"] == "sweep" and parent_run.data.params["budget"] == "4"
@@ -176,7 +183,8 @@ def test_reader_does_not_create_a_store(tmp_path):
 
 def test_resume(sweep, uri):
     tracker, parent, _, _ = sweep
-    assert tracker.existing_member_ids(parent) == {"m0", "m1", "m2", "m3"}
+    # the mentees and each one's seed members (a pruned seed was trained too: never again)
+    assert tracker.existing_member_ids(parent) == {"m0", "m1", "m2", "m3", "m0@s0", "m1@s1", "m2@s2", "m3@s3"}
     assert tracker.find_sweep() == parent  # still RUNNING
     tracker.finish_sweep(parent, "KILLED", {"members": 4})
     assert tracker.find_sweep("unit") == parent
@@ -214,7 +222,8 @@ def test_failed_member_and_chunking(uri):
 def test_load_member_round_trip(sweep, uri, tmp_path):
     _, _, results, ids = sweep
     config, weights, meta = load_member(uri, ids["m1"])
-    assert config == results["m1"].config and meta == {"input_shape": (1, 40), "num_classes": 10}
+    assert config == results["m1"].config and meta["input_shape"] == (1, 40) and meta["num_classes"] == 10
+    assert meta["seed"] == 1 and meta["val_acc"] == pytest.approx(0.51) == meta["mentee_val_acc"]
     assert weights.keys() == results["m1"].state_dict.keys()
     for k, v in results["m1"].state_dict.items():
         assert torch.equal(weights[k], v)
@@ -226,11 +235,12 @@ def test_load_member_round_trip(sweep, uri, tmp_path):
 
 def test_artifacts_beside_the_database(sweep, tmp_path):
     # Not in ./mlruns of whatever the cwd happens to be.
-    tracker, _, _, ids = sweep
+    tracker, parent, _, ids = sweep
     assert tracker.client.get_run(ids["m0"]).info.artifact_uri.startswith(
         (tmp_path / "mlartifacts" / "unit").as_uri()
     )
-    assert (tmp_path / "mlartifacts" / "unit" / ids["m0"] / "artifacts" / "mentee.pt").is_file()
+    ref = json.loads(tracker.client.get_run(ids["m0"]).data.tags["mentee.weights"])["0"]
+    assert (tmp_path / "mlartifacts" / "unit" / parent / "artifacts" / ref).is_file()
 
 
 def test_ui_command(tmp_path, monkeypatch):
@@ -278,3 +288,42 @@ def test_through_a_real_server(mlflow_server: str):
     assert set(load_runs(mlflow_server, "served").run_id) == ids
     config, weights, _ = load_member(mlflow_server, next(iter(ids)))  # artifacts proxied by the server
     assert config.arch.widths == (8, 8) and "layers.0.weight" in weights
+
+
+def test_a_mentee_is_one_run_with_every_seed_and_added_seeds_join_it(uri):
+    """Three seeds of one config: one run holding the mean, the std and each seed's value; two more
+    seeds (re-evaluation) are added to the same run, and every reader sees the mean of all five."""
+    from search.config import WorkItem, WorkKind
+    from search.mentees import MenteeRecord, seed_items
+
+    tracker = SweepTracker(uri, "seeds")
+    parent = tracker.start_sweep("s", {}, {})
+    cfg = _result().config
+
+    def members(kind, seeds):
+        out = []
+        for item in seed_items("7", kind, cfg, seeds, 7 if kind is WorkKind.SEARCHED else None):
+            r = _result(seed=item.config.train.seed)
+            out.append((item, r, "node-a"))
+        return out
+
+    rec = MenteeRecord.of(members(WorkKind.SEARCHED, [0, 1, 2]))
+    (run_id,) = tracker.log_mentees(parent, [(rec, SHAPE)])
+    row = load_runs(uri, "seeds").iloc[0]
+    assert row.run_id == run_id and row.member_id == "7" and row.seeds == (0, 1, 2) and row.n_seeds == 3
+    assert row.val_accs == pytest.approx((0.50, 0.51, 0.52)) and row.val_acc == pytest.approx(0.51)
+    assert row.val_acc_std == pytest.approx(0.01) and row.test_acc == pytest.approx(0.50)
+    assert tracker.existing_member_ids(parent) == {"7", "7@s0", "7@s1", "7@s2"}
+
+    more = MenteeRecord.of(members(WorkKind.REEVAL, [3, 4]))
+    tracker.add_seeds(parent, [(run_id, more)])
+    df = load_runs(uri, "seeds")
+    assert len(df) == 1  # still one mentee
+    row = df.iloc[0]
+    assert row.seeds == (0, 1, 2, 3, 4) and row.n_seeds == 5 and row.val_acc == pytest.approx(0.52)
+    assert row.test_acc == pytest.approx(0.51) and row.val_acc_std == pytest.approx(0.0158113883)
+    # export's weights: the best validation seed (4), from the second write's file
+    config, weights, meta = load_member(uri, run_id)
+    assert meta["seed"] == 4 == config.train.seed and meta["val_acc"] == pytest.approx(0.54)
+    assert meta["mentee_val_acc"] == pytest.approx(0.52) and set(weights) == {"layers.0.weight", "layers.0.bias"}
+    assert not WorkItem("x", WorkKind.FIXED, cfg).mentee_id
