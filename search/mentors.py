@@ -159,10 +159,24 @@ def _build_factory(factory: str) -> nn.Module:
         fn = getattr(importlib.import_module(mod_name), fn_name)
     except (ImportError, AttributeError) as e:
         raise UserError(f"mentor factory '{factory}': {e}") from None
+    except (Exception, SystemExit) as e:  # the module's own top-level code failed, or called exit()
+        raise UserError(f"mentor factory '{factory}': importing {mod_name} raised {_first_line(e)}") from None
     if not callable(fn):  # e.g. `os:sep`: calling it would be a TypeError traceback
         raise UserError(f"mentor factory '{factory}': '{fn_name}' is a {type(fn).__name__}, not callable; "
                         "expected a function that returns an nn.Module")
-    model = fn()
+    try:
+        model = fn()
+    except SystemExit as e:  # sys.exit() in a factory would end `mentee` with its code, often 0, having done nothing
+        raise UserError(f"mentor factory '{factory}' exited (SystemExit {e.code!r}); expected it to return an "
+                        "nn.Module") from None
+    except Exception as e:
+        raise UserError(f"mentor factory '{factory}' raised {_first_line(e)}; expected it to return an nn.Module "
+                        "when called with no arguments") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"mentor factory '{factory}' returned {type(model).__name__}, expected an nn.Module")
     return model
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
