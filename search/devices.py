@@ -46,8 +46,8 @@ from typing import Any
 from search.errors import UserError
 from search.safe_yaml import read_yaml
 
-__all__ = ["AXES", "Budget", "BudgetMiss", "DeviceProfile", "load_devices", "get_device", "format_cost",
-           "SHIPPED_DEVICES"]
+__all__ = ["AXES", "Budget", "BudgetMiss", "DeviceProfile", "load_devices", "get_device", "format_cost", "format_bytes",
+           "SHIPPED_DEVICES", "OPTIMIZERS", "TrainSpec", "TRAIN_AXIS"]
 
 SHIPPED_DEVICES = Path(__file__).resolve().parent.parent / "spaces" / "devices.yaml"
 
@@ -74,9 +74,13 @@ _EXAMPLE = {"bytes": "a size such as 320KiB or 1MB (units B, KB, KiB, MB, MiB, G
 _NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _PRECISIONS = ("int8", "fp32")
-_PROFILE_KEYS = ("description", "source", "params", "macs", "flash", "sram", "latency")
+_PROFILE_KEYS = ("description", "source", "params", "macs", "flash", "sram", "latency", "train")
 _FIELDS = {"params": ("limit",), "macs": ("limit",), "flash": ("limit", "precision", "overhead"),
-           "sram": ("limit", "precision", "overhead"), "latency": ("limit", "scale")}
+           "sram": ("limit", "precision", "overhead"), "latency": ("limit", "scale"),
+           "train": ("limit", "batch_size", "optimizer")}
+# measure.training_memory's optimisers (state tensors per parameter); tests/test_devices checks they agree
+OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adagrad", "adam", "adamw")
+TRAIN_AXIS = "train_bytes"
 MAX_DEVICE_FILE_BYTES = 256 * 1024
 
 
@@ -121,11 +125,27 @@ class BudgetMiss:
 
 
 @dataclass(frozen=True)
+class TrainSpec:
+    """Training on the device: memory to train a mentee at `batch_size` with `optimizer` (weights, gradients,
+    optimiser state, saved activations: measure.training_memory) ≤ `limit`. Its budget reads the column
+    `axis` (train_bytes.b<batch>.<optimizer>), which results.fronts.with_training_memory computes."""
+
+    limit: float
+    batch_size: int
+    optimizer: str
+
+    @property
+    def axis(self) -> str:
+        return f"{TRAIN_AXIS}.b{self.batch_size}.{self.optimizer}"
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     name: str
     description: str = ""
     source: str = ""
     budgets: tuple[Budget, ...] = ()
+    train: TrainSpec | None = None  # its budget is among `budgets` too (axis TrainSpec.axis)
 
     def budget(self, axis: str) -> Budget | None:
         return next((b for b in self.budgets if b.axis == axis), None)
@@ -153,20 +173,25 @@ def _is_nan(v: Any) -> bool:
         return False
 
 
+def format_bytes(v: float) -> str:
+    """A size for people, binary units throughout (1 KiB = 1024 B): 812 B, 9.281 KiB, 1 MiB."""
+    scaled = next(((v / f, s) for f, s in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")) if abs(v) >= f), None)
+    if scaled is None:
+        return f"{v:.4g} B"
+    return f"{scaled[0]:.4g} {scaled[1]}"
+
+
 def format_cost(axis: str, v: float) -> str:
-    """A cost in its unit for people: 327.7 KB, 1.5M, 0.42 ms. Sizes in KB = 1000 B like the dashboard's
-    axes, except whole KiB/MiB/GiB (a vendor's "320 KB" of SRAM), which stay binary: 320 KiB."""
-    kind = AXES.get(axis, ("", "count"))[1]
+    """A cost in its unit for people: 327.7 KiB, 1.5M, 0.42 ms. Sizes in binary units (KiB, MiB) as
+    vendors mean their "320 KB" of SRAM; counts with k, M, G."""
+    kind = AXES.get(axis, ("", "bytes" if axis.startswith(TRAIN_AXIS) else "count"))[1]
     if kind == "ms":
         return f"{v:.3g} ms"
-    if kind == "bytes" and v >= 1024 and v == int(v):
-        binary = next(((v / f, s) for f, s in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")) if v % f == 0), None)
-        if binary:
-            return f"{binary[0]:g} {binary[1]}"
+    if kind == "bytes":
+        return format_bytes(v)
     suffixes = [(1e9, "G"), (1e6, "M"), (1e3, "k")]
     scaled = next(((v / f, s) for f, s in suffixes if abs(v) >= f), (v, ""))
-    num = f"{scaled[0]:.4g}"
-    return f"{num} {scaled[1].upper()}B" if kind == "bytes" else f"{num}{scaled[1]}"
+    return f"{scaled[0]:.4g}{scaled[1]}"
 
 
 # ---- reading profile files -------------------------------------------------------------------------------
@@ -210,6 +235,8 @@ def _budget(path: Path, name: str, key: str, spec: Any) -> Budget:
         raise UserError(f"{path}: key '{where}': missing 'limit'")
     if key in ("params", "macs"):
         return Budget(key, _quantity(path, f"{where}.limit", spec["limit"], "count"))
+    if key == "train":
+        return _train(path, where, spec)[1]
     if key == "latency":
         limit = _quantity(path, f"{where}.limit", spec["limit"], "ms")
         scale = spec.get("scale", 1.0)
@@ -244,7 +271,20 @@ def _profile(path: Path, name: Any, spec: Any) -> DeviceProfile:
         if not isinstance(spec.get(k, ""), str):
             raise UserError(f"{path}: key '{name}.{k}': expected text, got {_got(spec[k])}")
     budgets = tuple(_budget(path, name, k, spec[k]) for k in _FIELDS if k in spec)
-    return DeviceProfile(name, spec.get("description", ""), spec.get("source", ""), budgets)
+    train = _train(path, f"{name}.train", spec["train"])[0] if "train" in spec else None
+    return DeviceProfile(name, spec.get("description", ""), spec.get("source", ""), budgets, train)
+
+
+def _train(path: Path, where: str, spec: dict) -> tuple[TrainSpec, Budget]:
+    limit = _quantity(path, f"{where}.limit", spec["limit"], "bytes")
+    batch = spec.get("batch_size", 32)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise UserError(f"{path}: key '{where}.batch_size': expected an integer ≥ 1, got {_got(batch)}")
+    opt = spec.get("optimizer", "sgd")
+    if opt not in OPTIMIZERS:
+        raise UserError(f"{path}: key '{where}.optimizer': expected one of {', '.join(OPTIMIZERS)}, got {_got(opt)}")
+    t = TrainSpec(limit, batch, opt)
+    return t, Budget(t.axis, limit)
 
 
 def _read(path: Path) -> dict[str, DeviceProfile]:

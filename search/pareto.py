@@ -27,24 +27,21 @@ import pandas as pd
 from search.errors import UserError
 
 __all__ = ["ARMS", "Budget", "arm_of", "finished", "hypervolume_2d", "mentorship_pairs", "paired_gain",
-           "parse_budget", "pareto_front"]
+           "parse_budget", "pareto_front", "ci95"]
 
 ARMS = ("mentored", "independent")
 
 
-def _searched(df: pd.DataFrame) -> pd.DataFrame:
-    """Every row but re-evaluation runs (they repeat a run of the search with another seed)."""
-    keep = df["reeval_of"].isna() if "reeval_of" in df.columns else pd.Series(True, index=df.index)
-    return df[keep & (df["work"] != "reeval")] if "work" in df.columns else df[keep]
-
-
 def _finished(df: pd.DataFrame) -> pd.DataFrame:
-    return _searched(df[df["status"] == "finished"])
+    return df[df["status"] == "finished"]
 
 
 def _arm(df: pd.DataFrame) -> pd.Series:
     """Each row's arm; where a frame doesn't say, a row without mentor terms is the independent side."""
-    derived = _is_true(df["independent"]).map({True: "independent", False: "mentored"})
+    if "independent" in df.columns:
+        derived = _is_true(df["independent"]).map({True: "independent", False: "mentored"})
+    else:
+        derived = pd.Series("mentored", index=df.index, dtype=object)
     return df["arm"].where(df["arm"].isin(ARMS), derived) if "arm" in df.columns else derived
 
 
@@ -99,6 +96,16 @@ def paired_gain(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> 
     sd = float(d.std(ddof=1)) if n > 1 else nan
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else nan
     return {"gain": mean, "gain_std": sd, "n_pairs": n, "gain_ci_low": mean - half, "gain_ci_high": mean + half}
+
+
+def ci95(std: float, n: int, level: float = 0.95) -> float:
+    """Half-width of the two-sided `level` t-interval of a mean over n seeds with sample std `std`
+    (NaN below two seeds: one seed says nothing about the spread)."""
+    from scipy import stats
+
+    if n < 2 or not math.isfinite(float(std)):
+        return float("nan")
+    return float(stats.t.ppf(0.5 + level / 2, n - 1)) * float(std) / math.sqrt(n)
 
 
 _COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}

@@ -51,7 +51,8 @@ def test_series_hover_and_finished_only():
     texts = [t for s in d["series"] for t in s["text"]]
     for rid in ("w4m", "w8i", "w16m"):
         (hover,) = [t for t in texts if f"<b>{rid}</b>" in t]
-        assert "family conv1d" in hover and "widths [" in hover and "kernel 5" in hover and "val_acc" in hover
+        assert "family conv1d" in hover and re.search(r"widths \d+,\d+ ", hover) and "kernel 5 " in hover
+        assert "val 0." in hover and "(mean of 1 seed)" in hover and "test 0." in hover
     assert "pruned-run" not in html and "failed-run" not in html  # only finished rows are drawn
     assert "2 runs not finished" in html
 
@@ -96,7 +97,7 @@ def test_device_table_counts_what_fits():
     html = build_dashboard(runs_frame(), title="t", devices=[BOARD])
     (row,) = re.findall(r'<tr data-device="board">.*?</tr>', html, re.S)
     # board: params ≤ 5000 (w4: 1600, w8: 3200; w16: 6400 no) and SRAM 160·w + 512 ≤ 2048 (w4: 640, w8: 1280): 4 fit
-    assert "<td class=num>4</td>" in row and "w8m (val_acc 0.7700)" in row
+    assert "<td class=num>4</td>" in row and "w8m (val 0.7700 (mean of 1 seed) · test 0.7600)" in row
     assert 'id="devices-section" hidden' in build_dashboard(runs_frame(), title="t")  # no devices, no table
 
 
@@ -158,3 +159,24 @@ def test_latency_is_measured_once_per_architecture():
     out = with_latency(runs, load)
     assert calls == ["a"]  # k1 once; k2 never finished
     assert out.latency_ms[0] == out.latency_ms[1] > 0 and pd.isna(out.latency_ms[2])
+
+
+def test_a_mentee_is_one_dot_with_its_seed_means_and_the_device_row_is_the_pick():
+    """Seeds fused: one dot a mentee at its val_acc mean; the hover gives test mean ± 95% CI; the device row
+    names the mentee `pick` picks within the device (results.pick.pick), the star of `mentee dashboard`."""
+    from search.results.pick import pick
+
+    df = runs_frame()
+    df["n_seeds"] = 3
+    df["seeds"] = [(0, 1, 2)] * len(df)
+    df["test_acc_std"] = 0.01
+    d = page_data(build_dashboard(df, title="t", devices=[BOARD]))
+    assert sum(s["n"] for s in d["series"]) == 6  # 6 mentees, not 18 seeds
+    ys = {i: y for s in d["series"] for i, y in zip(s["ids"], s["y"])}
+    assert ys == dict(zip(df.run_id[:6], df.val_acc[:6]))
+    texts = [t for s in d["series"] for t in s["text"]]
+    assert all("(mean of 3 seeds)" in t and " ± 0.0248" in t for t in texts)  # t(.975, 2) · 0.01 / √3
+    html = build_dashboard(df, title="t", devices=[BOARD])
+    (row,) = re.findall(r'<tr data-device="board">.*?</tr>', html, re.S)
+    best = pick(df[[BOARD.fits(r) for _, r in df.iterrows()]])
+    assert f"{best['run_id']} (val {best['val_acc']:.4f}" in row

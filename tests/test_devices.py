@@ -38,7 +38,7 @@ def test_fits_and_misses_say_by_how_much():
     misses = {m.budget.axis: m for m in stm.check(big)}
     assert set(misses) == {"bytes_int8", "sram_int8"}
     assert misses["sram_int8"].over == 300_000 + 32 * 1024 - 320 * 1024  # 5,088 B over
-    assert str(misses["sram_int8"]) == "sram_int8: 300 KB + 32 KiB overhead = 332.8 KB > 320 KiB (over by 5.088 KB)"
+    assert str(misses["sram_int8"]) == "sram_int8: 293 KiB + 32 KiB overhead = 325 KiB > 320 KiB (over by 4.969 KiB)"
     # An unknown (missing or NaN) cost never fits: it is reported as not measured.
     miss = stm.check({"bytes_int8": 10, "sram_int8": math.nan})
     assert [(m.budget.axis, m.value) for m in miss] == [("sram_int8", None)]
@@ -102,7 +102,7 @@ def test_unknown_device_names_the_closest():
     ("d:\n  flash: {limit: 1MB, overhed: 1KB}\n", "key 'd.flash.overhed': unknown key; expected one of limit, "),
     ("d:\n  flash: {limit: 1MB, precision: int4}\n", "key 'd.flash.precision': expected int8 or fp32, got 'int4'"),
     ("d:\n  flash: {overhead: 1KB}\n", "key 'd.flash': missing 'limit'"),
-    ("d:\n  sram: {limit: 64KB, overhead: 64KB}\n", "key 'd.sram.overhead': 64 KB leaves nothing"),
+    ("d:\n  sram: {limit: 64KB, overhead: 64KB}\n", "key 'd.sram.overhead': 62.5 KiB leaves nothing"),
     ("d:\n  params: [1, 2]\n", "key 'd.params.limit': expected a count such as 500k or 2M (units k, M, G), "
                                "got a list"),
     ("d:\n  params: true\n", "key 'd.params.limit': expected a count"),

@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats
 
 from search.errors import UserError
-from search.pareto import hypervolume_2d, mentorship_pairs, pareto_front, parse_budget
-from search.results.fronts import arm_balance, mentorship_summary, with_mentorship_gain, with_reevaluation
+from search.pareto import hypervolume_2d, mentorship_pairs, paired_gain, pareto_front, parse_budget
+from search.results.fronts import arm_balance, as_mentees, front_view, mentee_view, mentorship_front
 from search.results.pick import pick
-from search.results.table import format_front, print_front
+from search.results.table import cell, format_front
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
@@ -137,108 +138,124 @@ def test_hypervolume_by_hand():
         == pytest.approx(1.4)
 
 
-def runs() -> pd.DataFrame:
-    return frame([
-        {"arch_key": "A", "independent": True, "val_acc": 0.6, "test_acc": 0.50, "params": 10},
-        {"arch_key": "A", "independent": True, "val_acc": 0.7, "test_acc": 0.60, "params": 10},
-        {"arch_key": "A", "independent": True, "val_acc": 0.99, "test_acc": 0.99, "params": 10,
-         "status": "pruned"},
-        {"arch_key": "A", "independent": False, "val_acc": 0.8, "test_acc": 0.75, "params": 10},
-        {"arch_key": "A", "independent": False, "val_acc": 0.75, "test_acc": 0.70, "params": 10},
-        {"arch_key": "B", "independent": False, "val_acc": 0.9, "test_acc": 0.85, "params": 100},
-        # a store may hand booleans back as strings
-        {"arch_key": "C", "independent": "True", "val_acc": 0.5, "test_acc": 0.4, "params": 5},
+def mentees(rows: list[dict]) -> pd.DataFrame:
+    """Mentee rows as search.tracking.load_runs returns them: seeds fused, val_acc/test_acc their means."""
+    out = []
+    for k, r in enumerate(rows):
+        seeds = tuple(r.pop("seeds", (0, 1, 2)))
+        tests = tuple(r.pop("tests"))
+        vals = tuple(r.pop("vals", tests))
+        out.append({"run_id": f"m{k:02d}", "status": "finished", "arch_key": f"a{k}", "work": "searched",
+                    "widths": "8", "bytes_int8": 1000 * (k + 1), "macs": 10, "seeds": seeds, "n_seeds": len(seeds),
+                    "val_accs": vals, "test_accs": tests, "val_acc": float(pd.Series(vals).mean()),
+                    "test_acc": float(pd.Series(tests).mean()),
+                    "val_acc_std": float(pd.Series(vals).std()) if len(vals) > 1 else math.nan,
+                    "test_acc_std": float(pd.Series(tests).std()) if len(tests) > 1 else math.nan, **r})
+    return pd.DataFrame(out)
+
+
+def two_arms() -> pd.DataFrame:
+    return mentees([
+        {"arm": "independent", "params": 10, "tests": (0.50, 0.60, 0.55)},
+        {"arm": "mentored", "params": 20, "tests": (0.60, 0.64, 0.62)},
+        {"arm": "independent", "params": 30, "tests": (0.70, 0.72, 0.74)},
+        {"arm": "mentored", "params": 40, "tests": (0.80, 0.78, 0.79), "seeds": (0, 1, 2)},
+        {"arm": "mentored", "params": 50, "tests": (0.40, 0.41, 0.42)},  # dominated
+        {"arm": "independent", "params": 5, "tests": (0.99, 0.99, 0.99), "status": "pruned"},
     ])
 
 
-def test_gain_columns():
-    df = runs()
-    g = with_mentorship_gain(pareto_front(df), df).set_index("run_id")
-    assert list(g.index) == ["r006", "r003", "r005"]
-    assert g.loc["r003", "independent_acc"] == pytest.approx(0.65)
-    assert g.loc["r003", "gain"] == pytest.approx(0.15)
-    assert g.loc["r003", "independent_test_acc"] == pytest.approx(0.55)
-    assert g.loc["r003", "test_gain"] == pytest.approx(0.20)
-    assert g.loc["r006", "gain"] == 0.0  # an independent row against its own arch
-    assert math.isnan(g.loc["r005", "independent_acc"]) and math.isnan(g.loc["r005", "gain"])
+def test_the_front_view_shows_seed_means_intervals_and_the_paired_gain_only():
+    df = two_arms()
+    v = front_view(df).set_index("run_id")
+    assert list(v.index) == ["m00", "m01", "m02", "m03"] and "arm" in v.columns
+    assert list(v.arm) == ["independent", "mentored", "independent", "mentored"]
+    assert not {"test_gain", "independent_test_acc", "n_seeds"} & set(v.columns)  # 3 seeds each: the title says so
+    assert v.loc["m01", "test_acc"] == pytest.approx(0.62)
+    half = stats.t.ppf(0.975, 2) * pd.Series([0.60, 0.64, 0.62]).std() / math.sqrt(3)
+    assert v.loc["m01", "test_ci"] == pytest.approx(half)
+    # m01 against the best independent at ≤ 20 params (m00), paired by seed: 0.10, 0.04, 0.07
+    g = paired_gain([0.60, 0.64, 0.62], [0.50, 0.60, 0.55])
+    assert v.loc["m01", "gain"] == pytest.approx(0.07) and v.loc["m01", "gain_ci"] == pytest.approx(
+        (g["gain_ci_high"] - g["gain_ci_low"]) / 2)
+    assert v.loc["m03", "gain"] == pytest.approx(0.79 - 0.72)  # against m02
+    assert math.isnan(v.loc["m00", "gain"]) and math.isnan(v.loc["m02", "gain"])  # independents have none
+    assert list(front_view(df, wide=True).columns)[:3] == ["run_id", "arm", "widths"]
 
 
-def test_mentorship_summary():
-    s = mentorship_summary(runs())
-    assert list(s.arch_key) == ["A"]  # B has no twin, C no mentored run
-    r = s.iloc[0]
-    assert (r.params, r.mentored_acc, r.n_mentored, r.n_independent) == (10, 0.75, 2, 2)
-    assert r.independent_acc == pytest.approx(0.55) and r.gain == pytest.approx(0.20)
+def test_gains_pair_only_the_seeds_both_mentees_have():
+    df = mentees([{"arm": "independent", "params": 10, "tests": (0.5, 0.6), "seeds": (0, 1)},
+                  {"arm": "mentored", "params": 20, "tests": (0.7, 0.9, 0.8), "seeds": (1, 2, 3)}])
+    v = front_view(df, wide=True).set_index("run_id")
+    assert v.loc["m01", "gain"] == pytest.approx(0.7 - 0.6) and v.loc["m01", "n_pairs"] == 1  # seed 1 alone
+    assert "n_seeds" in front_view(df).columns  # 2 and 3 seeds: the count goes in a column
 
 
-def test_formats(capsys):
-    df = with_mentorship_gain(pareto_front(runs()), runs())
-    df["widths"] = [[8], [8, 16], (4,)]
-    cols = ["run_id", "widths", "params", "val_acc", "gain", "missing"]
-    md = format_front(df, "markdown", cols).splitlines()
-    assert md[0] == "| run_id | widths | params | val_acc | gain |" and md[1] == "|---|---|---|---|---|"
-    assert md[2] == "| r006 | [8] | 5 | 0.5000 | +0.0000 |" and len(md) == 5
-    assert md[4].endswith("| 0.9000 | – |")
-    recs = json.loads(format_front(df, "json", cols))
-    assert recs[2]["gain"] is None and recs[1]["params"] == 10
-    csv = format_front(df, "csv", cols).splitlines()
-    assert csv[0] == "run_id,widths,params,val_acc,gain" and len(csv) == 4
-    table = format_front(df, "table", cols).splitlines()
-    assert len(table) == 4 and "r003" in table[2]
-    with pytest.raises(UserError):
-        format_front(df, "yaml", cols)
-    print_front(df, "front", cols)
-    out = capsys.readouterr().out
-    assert "front" in out and "r005" in out and "+0.1500" in out
+def test_old_single_seed_rows_read_as_one_seed_mentees():
+    old = frame([{"val_acc": 0.8, "params": 10}])
+    m = as_mentees(old)
+    assert m.loc[0, "n_seeds"] == 1 and m.loc[0, "test_accs"] == (0.5,) and m.loc[0, "seeds"] == (0,)
+    assert math.isnan(front_view(old).loc[0, "test_ci"])
 
 
-# ------------------------------------------------------- the two arms and re-evaluation rows
+def test_mentorship_front_pairs_the_arms_by_seed():
+    t = mentorship_front(two_arms()).set_index("params")
+    assert list(t.index) == [10, 20, 30, 40]
+    r = t.loc[40]
+    assert r.mentored_run_id == "m03" and r.independent_run_id == "m02" and r.n_pairs == 3
+    assert r.gain == pytest.approx(0.07) and r.mentored_n == 3
+    assert r.mentored_ci == pytest.approx(stats.t.ppf(0.975, 2) * 0.01 / math.sqrt(3))
+    assert math.isnan(t.loc[10, "gain"]) and t.loc[10, "n_pairs"] == 0  # no mentored mentee that small
 
-def arms_frame() -> pd.DataFrame:
-    """Mentored and independent rows, plus re-evaluation rows of r001 that must never stand on a front."""
-    rows = [
-        {"arm": "independent", "independent": True, "val_acc": 0.60, "params": 10},
-        {"arm": "mentored", "independent": False, "val_acc": 0.70, "params": 20},
-        {"arm": "independent", "independent": True, "val_acc": 0.75, "params": 30},
-        {"arm": "mentored", "independent": True, "val_acc": 0.80, "params": 40},  # mentored arm, no mentor term
-        {"arm": "mentored", "independent": False, "val_acc": 0.65, "params": 50},
-        {"arm": "independent", "independent": True, "val_acc": 0.99, "params": 60, "status": "pruned"},
-    ]
-    df = frame(rows)
-    df["arm"], df["work"], df["reeval_of"] = [r["arm"] for r in rows], "searched", None
-    again = frame([{"val_acc": 0.99, "params": 20}, {"val_acc": 0.98, "params": 20}])
-    again["arm"], again["work"], again["reeval_of"], again["run_id"] = "mentored", "reeval", "r001", ["x1", "x2"]
-    return pd.concat([df, again], ignore_index=True)
+
+def test_pick_chooses_by_the_seed_mean_and_its_view_is_the_fronts_row():
+    df = two_arms()
+    row = pick(df, max_params=40)
+    assert row["run_id"] == "m03"
+    view = mentee_view(row)
+    front = front_view(df).set_index("run_id")
+    for col in ("val_acc", "test_acc", "test_ci", "params", "arm"):
+        assert view.loc[0, col] == front.loc["m03", col]
+    assert pick(df, max_params=4) is None
+
+
+def test_formats_carry_the_same_columns_and_raw_numbers():
+    v = front_view(two_arms())
+    table = format_front(v, "table").splitlines()
+    assert table[0].split() == list(v.columns)
+    assert all(len(line) <= 100 for line in table)
+    assert "m01" in table[2] and "±" in table[2] and "+0.0700" in table[2]
+    recs = json.loads(format_front(v, "json"))
+    assert list(recs[0]) == list(v.columns) and recs[1]["test_acc"] == v.loc[1, "test_acc"]
+    assert recs[0]["gain"] is None and recs[0]["params"] == 10
+    csv = format_front(v, "csv").splitlines()
+    assert csv[0].split(",") == list(v.columns) and len(csv) == len(v) + 1
+    md = format_front(v, "markdown").splitlines()
+    assert md[0].startswith("| run_id | arm |") and len(md) == len(v) + 2
+    with pytest.raises(UserError, match="--format: 'yaml' is not one of table, csv, json, markdown"):
+        format_front(v, "yaml")
+
+
+def test_cells_integers_sizes_in_kib_and_yes_no():
+    assert cell("params", 9504.0) == "9,504" and cell("sram_int8", 240.0) == "240 B"
+    assert cell("bytes_int8", 9504.0) == "9.281 KiB" and cell("fits", True) == "yes"
+    assert cell("test_ci", 0.0123) == "±0.0123" and cell("gain", 0.05) == "+0.0500"
+    assert cell("run_id", "0123456789abcdef", short_ids=True) == "01234567"
 
 
 def test_mentorship_pairs_compare_the_fronts_at_every_size():
-    df = arms_frame()
+    df = two_arms()
     p = mentorship_pairs(df).set_index("params")
-    assert list(p.index) == [10, 20, 30, 40]  # both arms' front points; r004 (dominated) and pruned r005 not
     assert list(p.front) == ["independent", "mentored", "independent", "mentored"]
-    assert pd.isna(p.loc[10, "mentored_run_id"]) and p.loc[10, "independent_run_id"] == "r000"
-    assert list(p.mentored_run_id[1:]) == ["r001", "r001", "r003"]  # the best of the arm at ≤ that size
-    assert list(p.independent_run_id) == ["r000", "r000", "r002", "r002"]
-    # the arm, not the config, decides: r003 is mentored-arm though it drew no mentor term
-    derived = df.drop(columns=["arm"])
-    assert mentorship_pairs(derived).set_index("params").loc[40, "independent_run_id"] == "r003"
-
-
-def test_re_evaluation_rows_stand_on_no_front_and_old_functions_ignore_them():
-    df = arms_frame()
-    assert set(pareto_front(df).run_id) == {"r000", "r001", "r002", "r003"}
-    assert not {"x1", "x2"} & set(with_mentorship_gain(pareto_front(df), df).run_id)
-    assert hypervolume_2d(df, ref_cost=100) == hypervolume_2d(df[df.reeval_of.isna()], ref_cost=100)
-    r = with_reevaluation(df).set_index("run_id")
-    assert "x1" not in r.index and r.loc["r001", "n_seeds"] == 2 and r.loc["r000", "n_seeds"] == 0
-    assert r.loc["r001", "val_acc"] == pytest.approx(0.985) and r.loc["r001", "val_acc_search"] == 0.70
-    assert r.loc["r001", "val_acc_std"] == pytest.approx(pd.Series([0.99, 0.98]).std())
-    assert r.loc["r002", "val_acc"] == 0.75  # not re-evaluated: the search's number stays
-    assert with_reevaluation(frame([{"val_acc": 0.5, "params": 1}])).equals(frame([{"val_acc": 0.5, "params": 1}]))
+    assert pd.isna(p.loc[10, "mentored_run_id"]) and p.loc[10, "independent_run_id"] == "m00"
+    assert list(p.mentored_run_id[1:]) == ["m01", "m01", "m03"]  # the best of the arm at ≤ that size
+    assert list(p.independent_run_id) == ["m00", "m00", "m02", "m02"]
 
 
 def test_arm_balance_counts_searched_members_per_size_band():
-    b = arm_balance(arms_frame()).set_index("band")
-    # bands of log2(params): 10 → 3, 20 and 30 → 4, 40, 50 and 60 → 5; pruned counts, re-evaluations don't
-    assert b.to_dict("index") == {3: {"mentored": 0, "independent": 1}, 4: {"mentored": 1, "independent": 1},
-                                  5: {"mentored": 2, "independent": 1}}
+    df = two_arms()
+    df.loc[0, "work"] = "twin"  # twins don't count
+    b = arm_balance(df).set_index("band")
+    # bands of log2(params): 5 → 2, 10 → 3, 20 and 30 → 4, 40 and 50 → 5; pruned counts
+    assert b.to_dict("index") == {2: {"mentored": 0, "independent": 1}, 4: {"mentored": 1, "independent": 1},
+                                  5: {"mentored": 2, "independent": 0}}

@@ -5,12 +5,14 @@
     mentee compare --mentor mentors/mnist1d.pt --widths 8 --hint last:layer3 --seeds 3
     mentee sweep spaces/mnist1d.yaml [--dry-run | --resume] [--address auto]
     mentee pareto | mentee pick --max-params 5k | mentee export RUN_ID --format onnx | mentee ui
+    mentee devices | mentee sweeps --experiment mnist1d | mentee pareto --sweep ID | mentee --version
 
 Every command turns bad input into one line on stderr and exit code 2.
 
 One module a group of commands: `mentor` (mentor train, compare), `sweep`, `front` (pareto, pick,
-dashboard, export), `ui` (ui, quickstart); `_app` holds the Typer app and what they share. Each
-command imports its library modules when it runs, so `mentee --help` starts fast.
+dashboard, export), `listing` (devices, sweeps, --version), `ui` (ui, quickstart); `_app` holds the
+Typer app and what they share. Each command imports its library modules when it runs, so `mentee --help`
+starts fast.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from search.cli._app import app
 # Importing the command modules registers their commands on `app`, in this order: `mentee --help`
 # lists them so (a workflow's order, not the alphabet's, hence no import sorting here).
 # isort: off
-from search.cli import mentor, sweep, front, ui  # noqa: F401
+from search.cli import mentor, sweep, front, listing, ui  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]

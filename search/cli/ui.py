@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from search.cli._app import URI_HELP, _console, _friendly, _number, app
+from search.cli._app import URI_HELP, _console, _friendly, _number, app, free_port
 from search.cli.front import pareto, pick
 from search.errors import UserError
 
@@ -21,38 +22,56 @@ def ui(
     port: int = typer.Option(5000, help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind; only this machine can connect unless you "
                                                 "pass another (0.0.0.0 = every network: the UI has no login)."),
-    experiment: Optional[str] = typer.Option(None, help="Experiment (= space name) whose runs the printed URL "
-                                                        "opens; default: the latest sweep's."),
+    experiment: Optional[str] = typer.Option(None, help="Experiment (= space name) whose latest sweep the printed "
+                                                        "URL opens; default: the latest sweep of any."),
+    sweep: Optional[str] = typer.Option(None, help="The sweep the URL opens (its parent run id, as `mentee sweeps` "
+                                                   "lists it)."),
 ):
-    """Start the MLflow UI for the tracking store on 127.0.0.1 (or --host); print the URL of the sweep's runs."""
-    from search.tracking import experiment_id, load_runs, resolve_uri, ui_command
+    """Start the MLflow UI on 127.0.0.1 (or --host); print the URL of the sweep's mentees, ready to read.
 
-    if not 0 < port < 65536:
-        raise UserError(f"--port: expected 1..65535, got {port}")
+    The URL opens the sweep's mentees flat, sorted by val_acc, with val_acc, test_acc, params, bytes_int8
+    and arm as columns (a view stored on the experiment, as MLflow's Share button stores one)."""
+    from search.tracking import experiment_id, resolve_uri, ui_command
+    from search.tracking.sweeps import latest_sweep, share_sweep_view
+
+    free_port(host, port)  # one line, exit 2, if taken: MLflow would print a traceback
     uri = resolve_uri(tracking_uri)
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    exp_id = None
     if experiment is not None:
         exp_id = experiment_id(uri, experiment)
         if exp_id is None:
             raise UserError(f"--experiment: no experiment '{experiment}' in {uri}")
-    else:  # the experiment of the latest mentee run, if the store has any
+    if sweep is None:
         try:
-            runs = load_runs(uri)
+            sweep = latest_sweep(uri, experiment)
         except UserError:  # no store yet: the UI still starts
-            runs = None
-        exp_id = None if runs is None or runs.empty else str(runs.sort_values("start_time").experiment_id.iloc[-1])
-    argv = ui_command(uri, host=host, port=port)
+            sweep = None
+    url = None
+    if sweep is not None:
+        exp_id, key = share_sweep_view(uri, sweep)
+        url = experiment_url(base, exp_id, key)
+    elif exp_id is not None:
+        url = experiment_url(base, exp_id)
+    # this Python's mlflow (a pipx or un-activated venv has none on PATH); one worker and no job runner:
+    # a UI for one person, not MLflow's default of 4 workers plus a job consumer
+    argv = [sys.executable, "-m", "mlflow", *ui_command(uri, host=host, port=port)[1:], "--workers", "1"]
+    os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     typer.echo(f"MLflow UI on {base}  (Ctrl-C stops it)")
-    if exp_id is not None:
-        typer.echo(f"the sweep's runs: {experiment_url(base, exp_id)}")
-    os.execvp(argv[0], argv)
+    if url is not None:
+        typer.echo(f"the sweep's runs: {url}")
+    sys.stdout.flush()
+    os.execv(argv[0], argv)
 
 
-def experiment_url(base: str, exp_id: str) -> str:
+def experiment_url(base: str, exp_id: str, share_key: str | None = None) -> str:
     """The UI page of an experiment's training runs. MLflow 3.17's UI opens every experiment on its GenAI
     overview unless the URL (or the browser's last choice) says `workflowType=machine_learning`; the
-    experiment tag `mlflow.experimentKind` alone no longer decides it."""
-    return f"{base}/#/experiments/{exp_id}?workflowType=machine_learning"
+    experiment tag `mlflow.experimentKind` alone no longer decides it. `share_key`: a view stored on the
+    experiment (search.tracking.sweeps.share_sweep_view) that the page applies; compareRunsMode=TABLE opens
+    the runs table, not the charts."""
+    url = f"{base}/#/experiments/{exp_id}?workflowType=machine_learning"
+    return url + f"&compareRunsMode=TABLE&viewStateShareKey={share_key}" if share_key else url
 
 
 @app.command()
@@ -79,13 +98,13 @@ def quickstart(
     typer.echo(f"sweep done in {summary.seconds:.0f} s: {summary.finished} finished, {summary.pruned} pruned")
     con.print("[bold]3/3[/] the front and a pick")
     # every option passed: called as functions, the commands would otherwise get typer's OptionInfo defaults
-    pareto(experiment=sp.name, tracking_uri=None, by="params", fmt="table", gains_too=True, device=None,
-           devices=None)
+    pareto(experiment=sp.name, sweep=None, tracking_uri=None, by="params", fmt="table", wide=False, gains_too=True,
+           device=None, devices=None)
     from search.tracking import load_runs, resolve_uri
     df = load_runs(resolve_uri(None), sp.name)
-    median = int(df[(df.status == "finished") & df.reeval_of.isna()]["params"].median())
+    median = int(df[df.status == "finished"]["params"].median())
     pick(max_params=str(median), max_bytes=None, max_macs=None, device=None, devices=None, experiment=sp.name,
-         tracking_uri=None, register=False)
-    typer.echo(f"browse every run: `mentee ui` in {Path.cwd()}, then open http://127.0.0.1:5000 "
-               f"→ experiment '{sp.name}' → the sweep's parent run lists one child run per mentee")
+         sweep=None, tracking_uri=None, fmt="table", register=False, alias=None)
+    typer.echo(f"browse every mentee: `mentee ui` in {Path.cwd()}, then open the URL it prints (the sweep's "
+               "mentees, sorted by val_acc)")
 

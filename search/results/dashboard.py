@@ -4,13 +4,15 @@
                            picked={"run_id": "ab12", "curves": {"val_acc": [...], "train_loss": [...]}})
     write_dashboard(html, Path("dashboards/mnist1d.html"))   # atomic: a reader never sees half a file
 
-`runs` has one row per mentee: run_id, status, independent, family, widths, kernel, mapping, seed,
-val_acc, test_acc and the cost axes of search.devices.AXES (params, bytes_fp32, bytes_int8, macs, and
-if measured sram_int8, sram_fp32, latency_ms; an axis whose column is absent or all NaN is skipped).
-Only finished rows are plotted: accuracy (val_acc) against one cost axis at a time, chosen by the
+`runs` has one row per mentee (its seeds fused): run_id, status, arm, family, widths, kernel, mapping,
+n_seeds, val_acc, test_acc (seed means), test_acc_std and the cost axes of search.devices.AXES (params,
+bytes_fp32, bytes_int8, macs, and if measured sram_int8, sram_fp32, latency_ms; an axis whose column is
+absent or all NaN is skipped). Only finished rows are plotted: accuracy (val_acc, the mean over the
+mentee's seeds: the number `pareto` and `pick` choose by) against one cost axis at a time, chosen by the
 buttons above the plot (or the URL: dashboard.html#axis=sram_int8). Mentored and independent mentees
 are two series; the Pareto front over all of them is a staircase; each device's budget on the shown
 axis is a dashed vertical line labelled with its name; a second panel shows the picked mentee's curves.
+A device's row names the mentee `mentee pick --device` picks (results.pick.pick over those that fit).
 
 Hooks for tests and scripts (stable across versions): the plot is #front-plot, the curves #picked-plot,
 axis buttons a.axis-button[data-axis], budget lines and their labels carry data-device="<name>" once
@@ -32,19 +34,16 @@ from typing import Any
 import pandas as pd
 
 from search.devices import AXES, DeviceProfile, format_cost
-from search.pareto import pareto_front
+from search.pareto import arm_of, ci95, pareto_front
+from search.results.fronts import as_mentees, seed_label
+from search.results.pick import pick
 
 __all__ = ["build_dashboard", "with_latency", "write_dashboard", "TEMPLATE"]
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "dashboards" / "template.html"
 _UNIT = {"count": "", "bytes": "bytes", "ms": "ms"}
-_CONFIG_COLS = ("family", "widths", "kernel", "mapping", "seed")
+_CONFIG_COLS = ("family", "widths", "kernel", "mapping", "seeds")
 _ACC_LABEL = {"val_acc": "validation accuracy", "test_acc": "test accuracy"}
-
-
-def _is_true(v: Any) -> bool:
-    # Tracking stores may hand booleans back as strings ("True") or 0/1.
-    return str(v).strip().lower() in ("true", "1", "1.0", "yes")
 
 
 def _num(v: Any) -> float | None:
@@ -63,19 +62,30 @@ def _show(v: Any) -> str:
         return json.dumps(v, sort_keys=True)
     if isinstance(v, (list, tuple)) or hasattr(v, "tolist"):
         v = v.tolist() if hasattr(v, "tolist") else v
-        return "[" + ", ".join(str(x) for x in v) + "]" if isinstance(v, list) else str(v)
+        return ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else _show(v)
+    if isinstance(v, float) and v.is_integer():  # a store hands integers back as floats: 5, not 5.0
+        return str(int(v))
     return str(v)
+
+
+def _accs(row: pd.Series) -> str:
+    """The mentee's numbers as every view labels them: val (mean of N seeds) for choosing, test mean ± 95% CI."""
+    n = int(row.get("n_seeds", 1) or 1)
+    parts = []
+    if _num(row.get("val_acc")) is not None:
+        parts.append(f"val {float(row['val_acc']):.4f} (mean of {n} seed{'s' * (n != 1)})")
+    if _num(row.get("test_acc")) is not None:
+        half = _num(ci95(row.get("test_acc_std", math.nan), n))
+        parts.append(f"test {float(row['test_acc']):.4f}" + (f" ± {half:.4f}" if half is not None else ""))
+    return " · ".join(parts)
 
 
 def _hover(row: pd.Series, acc: str, axes: list[str]) -> str:
     """Run id, config, accuracies and costs of one mentee, as plotly hover HTML (values escaped)."""
     e = html_lib.escape
-    kind = "independent" if _is_true(row.get("independent")) else "mentored"
     config = " · ".join(f"{c} {e(_show(row[c]))}" for c in _CONFIG_COLS if c in row.index)
-    accs = " · ".join(f"{c} {row[c]:.4f}" for c in dict.fromkeys((acc, "val_acc", "test_acc"))
-                      if c in row.index and _num(row[c]) is not None)
     costs = " · ".join(f"{a} {format_cost(a, float(row[a]))}" for a in axes if _num(row.get(a)) is not None)
-    return f"<b>{e(str(row['run_id']))}</b> ({kind})<br>{config}<br>{accs}<br>{costs}"
+    return f"<b>{e(str(row['run_id']))}</b> ({e(str(row['arm']))})<br>{config}<br>{e(_accs(row))}<br>{costs}"
 
 
 def _budget_text(d: DeviceProfile) -> str:
@@ -91,16 +101,13 @@ def _budget_text(d: DeviceProfile) -> str:
 
 
 def _device_rows(devices: Sequence[DeviceProfile], done: pd.DataFrame, acc: str) -> str:
+    """A row per device: its budgets, how many mentees fit, and the one `mentee pick --device` picks."""
     e = html_lib.escape
     rows = []
     for d in devices:
         fit = done[[d.fits(r) for _, r in done.iterrows()]] if len(done) else done
-        fit = fit.dropna(subset=[acc]) if len(fit) else fit
-        if len(fit):
-            best = fit.sort_values([acc, "params", "run_id"], ascending=[False, True, True], kind="mergesort").iloc[0]
-            best_s = f"{e(str(best['run_id']))} ({acc} {float(best[acc]):.4f})"
-        else:
-            best_s = "none fits"
+        best = pick(fit, acc=acc) if len(fit) else None
+        best_s = "none fits" if best is None else f"{e(str(best['run_id']))} ({e(_accs(best))})"
         rows.append(f'<tr data-device="{e(d.name)}"><td><b>{e(d.name)}</b><br><small>{e(d.description)}</small></td>'
                     f"<td>{e(_budget_text(d))}</td><td class=num>{len(fit)}</td><td>{best_s}</td>"
                     f"<td><small>{e(d.source)}</small></td></tr>")
@@ -111,7 +118,7 @@ def _axis_spec(done: pd.DataFrame, series: dict[str, pd.DataFrame], axis: str, a
                devices: Sequence[DeviceProfile], picked_row: pd.Series | None) -> dict:
     label, kind = AXES[axis]
     front = pareto_front(done, acc=acc, cost=axis)
-    ind = done[done["independent"].map(_is_true)]
+    ind = done[done["arm"] == "independent"]
     ind_front = pareto_front(ind, acc=acc, cost=axis) if len(ind) else ind
     budgets = []
     for d in devices:
@@ -160,10 +167,10 @@ def build_dashboard(runs: pd.DataFrame, *, title: str, devices: Sequence[DeviceP
     from plotly.offline import get_plotlyjs  # the plotly package ships plotly.js: inlined, no CDN
 
     done = runs[runs["status"] == "finished"] if "status" in runs.columns else runs.iloc[0:0]
-    done = done.reset_index(drop=True)
+    done = as_mentees(done.reset_index(drop=True))
+    done["arm"] = arm_of(done) if len(done) else pd.Series(dtype=object)
     axes = [a for a in AXES if a in done.columns and pd.to_numeric(done[a], errors="coerce").notna().any()]
-    ind = done["independent"].map(_is_true) if "independent" in done.columns else pd.Series(False, index=done.index)
-    series = {"mentored": done[~ind], "independent": done[ind]}
+    series = {a: done[done["arm"] == a] for a in ("mentored", "independent")}
     picked_row = None
     if picked is not None and len(done):
         hit = done[done["run_id"].astype(str) == str(picked.get("run_id"))]
@@ -173,6 +180,7 @@ def build_dashboard(runs: pd.DataFrame, *, title: str, devices: Sequence[DeviceP
     data = {
         "title": title, "acc": acc, "acc_percent": as_percent, "acc_label": _ACC_LABEL.get(acc, acc),
         "series": [{"name": name, "n": len(s), "y": [_num(v) for v in s[acc]] if acc in s.columns else [],
+                    "test": [_num(v) for v in s["test_acc"]] if "test_acc" in s.columns else [],
                     "text": [_hover(r, acc, axes) for _, r in s.iterrows()], "ids": [str(v) for v in s["run_id"]]}
                    for name, s in series.items()],
         "axes": [_axis_spec(done, series, a, acc, devices, picked_row) for a in axes] if acc in done.columns else [],
@@ -184,7 +192,7 @@ def build_dashboard(runs: pd.DataFrame, *, title: str, devices: Sequence[DeviceP
     }
     n_other = len(runs) - len(done)
     summary = (f"{len(done)} finished mentees ({len(series['mentored'])} mentored, {len(series['independent'])} "
-               f"independent); accuracy is {acc}."
+               f"independent); accuracy is {acc}, the {seed_label(done)} of each mentee."
                + (f" {n_other} {'run' if n_other == 1 else 'runs'} not finished (pruned, failed or running) "
                   "not shown." if n_other else ""))
     buttons = "".join(f'<a class="axis-button" data-axis="{a}" href="#axis={a}">{html_lib.escape(AXES[a][0])}</a>'

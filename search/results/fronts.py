@@ -1,8 +1,14 @@
-"""The fronts as a user reads them: the front with its gains, the two arms at every size, the arms' balance.
+"""The fronts as a user reads them: one row per mentee, its seed means, its interval, the paired gain.
 
-    front = with_mentorship_gain(pareto_front(df), df)   # + independent_acc, gain, test_gain
-    table = mentorship_front(df)       # the two arms' fronts at every size: mean ± std, paired gain, CI
-    counts = arm_balance(df)           # searched mentees per arm in each size band
+    df = as_mentees(load_runs(uri, "mnist1d"))     # seeds, n_seeds, *_std, *_accs filled for old stores
+    view = front_view(df, cost="params")            # the front, exactly the columns `pareto` prints
+    table = mentorship_front(df)                    # both arms at every size: mean ± CI, paired gain
+    counts = arm_balance(df)                        # searched mentees per arm in each size band
+
+One number everywhere: a mentee is one config trained with N seeds; `val_acc` is the seed mean on
+validation (what choosing uses), `test_acc` the seed mean on test (what reporting uses), with
+`test_ci` the 95% t-interval half-width over seeds. The only gain shown is mentored − independent
+paired by seed (the seeds both mentees have), with its 95% t-interval.
 
 Built on the front math of search.pareto (shared with the driver); reads frames that search.tracking
 returns. Never imports the driver (search/sweep/) or Optuna.
@@ -10,111 +16,156 @@ returns. Never imports the driver (search/sweep/) or Optuna.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
-from search.pareto import ARMS, _arm, _finished, _is_true, _searched, mentorship_pairs, paired_gain
+from search.pareto import ARMS, _arm, _finished, ci95, mentorship_pairs, paired_gain, pareto_front
 
-__all__ = ["with_mentorship_gain", "mentorship_summary", "with_reevaluation", "mentorship_front", "arm_balance"]
+__all__ = ["COMPACT", "WIDE", "arm_balance", "as_mentees", "front_view", "mentee_view", "mentorship_front",
+           "seed_label"]
+
+# The front's columns, as `pareto` prints them: compact fits 100 columns, --wide adds the rest.
+COMPACT = ["run_id", "arm", "widths", "params", "bytes_int8", "val_acc", "n_seeds", "test_acc", "test_ci", "gain",
+           "gain_ci"]
+WIDE = ["run_id", "member_id", "arm", "family", "widths", "kernel", "mapping", "params", "bytes_fp32", "bytes_int8",
+        "sram_fp32", "sram_int8", "macs", "latency_ms", "val_acc", "val_ci", "n_seeds", "test_acc", "test_ci",
+        "test_std", "gain", "gain_ci", "gain_low", "gain_high", "n_pairs"]
 
 
-def _independent_means(df: pd.DataFrame, col: str) -> pd.Series:
-    d = _finished(df)
-    d = d[_is_true(d["independent"])]
-    return d.groupby("arch_key")[col].mean()
+def _tuple(v: object) -> tuple:
+    if isinstance(v, (tuple, list, np.ndarray)):
+        return tuple(v)
+    if isinstance(v, str) and v:  # a csv or tag round trip: "0,1,2"
+        return tuple(float(x) if "." in x else int(x) for x in v.strip("()[]").split(",") if x.strip())
+    return ()
 
 
-def with_mentorship_gain(front: pd.DataFrame, df: pd.DataFrame, *, acc: str = "val_acc") -> pd.DataFrame:
-    """Add independent_acc / gain (on `acc`) and independent_test_acc / test_gain (on test_acc).
-
-    independent_acc is the mean over finished independent runs of the row's arch_key (NaN
-    if none); an independent row on the front is compared with its own arch's mean, so its
-    gain is ~0 (exactly 0 with one seed)."""
-    out = front.copy()
-    pairs = ((acc, "independent_acc", "gain"), ("test_acc", "independent_test_acc", "test_gain"))
-    for col, ind_col, gain_col in pairs:
-        means = _independent_means(df, col)
-        out[ind_col] = out["arch_key"].map(means).astype(float)
-        out[gain_col] = out[col].astype(float) - out[ind_col]
+def as_mentees(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame with the mentee record's seed columns (seeds, n_seeds, val_acc_std, test_acc_std,
+    val_accs, test_accs). A store written before seeds were fused has one seed a run: its own number."""
+    out = df.copy()
+    one = out["seed"] if "seed" in out.columns else pd.Series(0, index=out.index)
+    fill = {"seeds": lambda: [(int(s),) for s in one], "n_seeds": lambda: [len(s) for s in out["seeds"]],
+            "val_accs": lambda: [(float(v),) for v in out["val_acc"]],
+            "test_accs": lambda: [(float(v),) for v in out["test_acc"]],
+            "val_acc_std": lambda: math.nan, "test_acc_std": lambda: math.nan}
+    for col, make in fill.items():  # in this order: n_seeds counts the seeds just filled
+        if col not in out.columns:
+            out[col] = make()
+    for col in ("seeds", "val_accs", "test_accs"):
+        out[col] = out[col].map(_tuple)
+    out["n_seeds"] = pd.to_numeric(out["n_seeds"], errors="coerce").fillna(0).astype(int)
     return out
 
 
-def mentorship_summary(df: pd.DataFrame, acc: str = "test_acc", select: str = "val_acc") -> pd.DataFrame:
-    """One row per arch_key with finished mentored and independent runs: the mentored run
-    that validation picks (highest `select`; no peeking at test), its `acc`, the mean
-    independent `acc` and the gain between them, sorted by params."""
-    d = _finished(df).dropna(subset=[acc])
-    ind = _is_true(d["independent"])
-    men = d[~ind]
-    if select in men.columns and men[select].notna().any():
-        men = men.loc[men.groupby("arch_key")[select].idxmax().dropna()]
-    else:
-        men = men.loc[men.groupby("arch_key")[acc].idxmax()]
-    keep = [c for c in ("arch_key", "family", "widths", "kernel", "mapping", "params") if c in men.columns]
-    men = men[keep + [acc]].rename(columns={acc: "mentored_acc"}).set_index("arch_key")
-    men["n_mentored"] = d[~ind].groupby("arch_key").size()
-    base = d[ind].groupby("arch_key").agg(independent_acc=(acc, "mean"), n_independent=(acc, "size"))
-    out = men.join(base, how="inner")
-    out["gain"] = out["mentored_acc"] - out["independent_acc"]
-    out = out.reset_index().sort_values(["params", "arch_key"], kind="mergesort").reset_index(drop=True)
-    cols = [*keep, "mentored_acc", "independent_acc", "gain", "n_mentored", "n_independent"]
-    return out[cols]
+def seed_label(df: pd.DataFrame) -> str:
+    """How many seeds each accuracy is a mean of: "mean of 3 seeds", or "mean of 2-3 seeds"."""
+    n = sorted({int(v) for v in df["n_seeds"]}) if "n_seeds" in df.columns and len(df) else [1]
+    many = f"{n[0]}" if len(n) == 1 else f"{n[0]}-{n[-1]}"
+    return f"mean of {many} seed{'s' if n[-1] != 1 else ''}"
 
 
-def with_reevaluation(df: pd.DataFrame) -> pd.DataFrame:
-    """The search's rows, each re-evaluated one carrying its re-evaluation seeds' numbers:
-    val_acc and test_acc become their means (`*_search`: the search's own single-seed number,
-    `*_std`: the sample std), `n_seeds` how many (0: not re-evaluated). Re-evaluation rows
-    themselves are dropped. A frame without any comes back unchanged."""
-    if "reeval_of" not in df.columns or df["reeval_of"].isna().all():
-        return df
-    again = df[df["reeval_of"].notna() & (df["status"] == "finished")].groupby("reeval_of")
-    out = _searched(df).copy()
-    n = out["run_id"].map(again.size()).fillna(0).astype(int)
-    for col in ("val_acc", "test_acc"):
-        out[f"{col}_search"] = out[col]
-        out[col] = out["run_id"].map(again[col].mean()).where(n > 0, out[col])
-        out[f"{col}_std"] = out["run_id"].map(again[col].std())
-    out["n_seeds"] = n
+def _by_seed(row: pd.Series, acc: str = "test_acc") -> dict[int, float]:
+    return dict(zip(_tuple(row.get("seeds")), _tuple(row.get(f"{acc}s")), strict=False))
+
+
+def _paired(mentored: pd.Series, independent: pd.Series, acc: str = "test_acc") -> dict[str, float]:
+    """mentored − independent on the seeds both have (NaN interval below two pairs)."""
+    m, i = _by_seed(mentored, acc), _by_seed(independent, acc)
+    common = sorted(set(m) & set(i))
+    return paired_gain([m[s] for s in common], [i[s] for s in common])
+
+
+def _with_intervals(d: pd.DataFrame) -> pd.DataFrame:
+    out = d.copy()
+    out["val_ci"] = [ci95(s, n) for s, n in zip(out["val_acc_std"], out["n_seeds"])]
+    out["test_ci"] = [ci95(s, n) for s, n in zip(out["test_acc_std"], out["n_seeds"])]
+    out["test_std"] = out["test_acc_std"]
     return out
 
 
-def mentorship_front(df: pd.DataFrame, *, cost: str = "params", acc: str = "test_acc", select: str = "val_acc",
-                     level: float = 0.95) -> pd.DataFrame:
-    """What mentorship buys at every size, measured fairly: `mentorship_pairs` with each side's
-    `acc` as mean, sample std and n over its re-evaluation seeds (its one search run where it
-    has none) and the gain mentored − independent, paired by seed, with its `level` t-interval."""
-    pairs = mentorship_pairs(df, cost=cost, select=select)
-    runs = _finished(df).set_index("run_id")
-    again = df[df["reeval_of"].notna() & (df["status"] == "finished")] if "reeval_of" in df.columns else df.iloc[:0]
-    seeds = {rid: g.set_index("seed")[acc] for rid, g in again.groupby("reeval_of")} if len(again) else {}
+def _gains(rows: pd.DataFrame, df: pd.DataFrame, cost: str) -> pd.DataFrame:
+    """Each mentored row's paired gain over the best independent mentee (by val_acc) at ≤ its cost: the
+    mentee a user would have picked without a mentor at that size. Independent rows have no gain."""
+    d = _finished(df).dropna(subset=["val_acc", cost])
+    ind = pareto_front(d[_arm(d) == "independent"], acc="val_acc", cost=cost)
+    out = rows.copy()
+    cols = ("gain", "gain_low", "gain_high", "n_pairs")
+    vals: dict[str, list[float]] = {c: [] for c in cols}
+    for _, r in out.iterrows():
+        below = ind[ind[cost] <= r[cost]]
+        g = _paired(r, below.iloc[-1]) if r["arm"] == "mentored" and len(below) else {}
+        for c, key in zip(cols, ("gain", "gain_ci_low", "gain_ci_high", "n_pairs")):
+            vals[c].append(g.get(key, math.nan))
+    for c in cols:
+        out[c] = vals[c]
+    out["gain_ci"] = (out["gain_high"] - out["gain_low"]) / 2  # a t-interval is symmetric: mean ± this
+    return out
+
+
+def front_view(df: pd.DataFrame, *, cost: str = "params", wide: bool = False,
+               extra: Sequence[str] = ()) -> pd.DataFrame:
+    """The front (val_acc vs `cost`, finished mentees) with exactly the columns `pareto` shows: COMPACT
+    or WIDE (those the frame has), `cost` if neither has it, then `extra` (e.g. a device's fit column)."""
+    d = as_mentees(df)
+    d = d.assign(arm=_arm(d)) if len(d) else d.assign(arm=pd.Series(dtype=object))
+    front = _gains(_with_intervals(pareto_front(d, acc="val_acc", cost=cost)), d, cost)
+    cols = [c for c in (WIDE if wide else COMPACT) if c in front.columns]
+    if not wide and front["n_seeds"].nunique() <= 1:  # one count for all: the title says it (seed_label)
+        cols.remove("n_seeds")
+    if cost not in cols:
+        cols.insert(cols.index("val_acc"), cost)
+    return front[cols + [c for c in extra if c in front.columns]].reset_index(drop=True)
+
+
+def mentee_view(row: pd.Series, *, wide: bool = False) -> pd.DataFrame:
+    """One mentee (a pick) with the front's columns, so `pick --format json` prints what `pareto` does."""
+    one = _with_intervals(as_mentees(pd.DataFrame([row])))
+    one["arm"] = _arm(one)
+    for c in ("gain", "gain_ci", "gain_low", "gain_high", "n_pairs"):
+        one[c] = row.get(c, math.nan)
+    cols = [c for c in (WIDE if wide else COMPACT) if c in one.columns]
+    return one[cols].reset_index(drop=True)
+
+
+def mentorship_front(df: pd.DataFrame, *, cost: str = "params", acc: str = "test_acc",
+                     select: str = "val_acc") -> pd.DataFrame:
+    """What mentorship buys at every size: `mentorship_pairs` (the best of each arm at ≤ that size, by
+    `select`) with each side's `acc` as seed mean, 95% CI half-width and seeds, and the gain
+    mentored − independent paired by seed, with its 95% t-interval."""
+    d = as_mentees(df)
+    pairs = mentorship_pairs(d, cost=cost, select=select)
+    runs = _finished(d).set_index("run_id")
     rows = []
     for p in pairs.to_dict("records"):
-        row, by_seed = dict(p), {}
+        row, side = dict(p), {}
         for a in ARMS:
-            rid = p[f"{a}_run_id"] if isinstance(p[f"{a}_run_id"], str) else None  # NaN: that arm has none so small
+            rid = p[f"{a}_run_id"] if isinstance(p[f"{a}_run_id"], str) else None  # None: nothing that small
             r = runs.loc[rid] if rid is not None else None
-            v = seeds[rid] if rid in seeds else pd.Series([r[acc]] if r is not None else [], dtype=float)
-            by_seed[a] = v if rid in seeds else None
+            side[a] = r
             for col in ("widths", "mapping", cost):
                 row[f"{a}_{col}"] = r.get(col) if r is not None else None
-            row.update({f"{a}_acc": v.mean() if len(v) else float("nan"),
-                        f"{a}_std": v.std(ddof=1) if len(v) > 1 else float("nan"), f"{a}_n": len(v)})
-        m, i = by_seed["mentored"], by_seed["independent"]
-        if m is not None and i is not None and (common := sorted(set(m.index) & set(i.index))):
-            row.update(paired_gain(m.loc[common].to_numpy(), i.loc[common].to_numpy(), level))
-        else:  # not re-evaluated: one run a side, no interval
-            row.update(paired_gain([row["mentored_acc"]], [row["independent_acc"]], level), n_pairs=0)
+            n = int(r["n_seeds"]) if r is not None else 0
+            row.update({f"{a}_acc": float(r[acc]) if r is not None else math.nan,
+                        f"{a}_std": float(r[f"{acc}_std"]) if r is not None else math.nan,
+                        f"{a}_ci": ci95(r[f"{acc}_std"], n) if r is not None else math.nan, f"{a}_n": n})
+        if side["mentored"] is not None and side["independent"] is not None:
+            row.update(_paired(side["mentored"], side["independent"], acc))
+        else:
+            row.update(gain=math.nan, gain_std=math.nan, n_pairs=0, gain_ci_low=math.nan, gain_ci_high=math.nan)
         rows.append(row)
-    cols = [cost, "front"] + [f"{a}_{c}" for a in ARMS for c in ("run_id", "widths", "mapping", cost, "acc", "std",
-                                                                     "n")]
+    per_arm = ("run_id", "widths", "mapping", cost, "acc", "std", "ci", "n")
+    cols = [cost, "front"] + [f"{a}_{c}" for a in ARMS for c in per_arm]
     return pd.DataFrame(rows, columns=cols + ["gain", "gain_std", "n_pairs", "gain_ci_low", "gain_ci_high"])
 
 
 def arm_balance(df: pd.DataFrame, *, cost: str = "params") -> pd.DataFrame:
-    """Searched members per arm in each size band (band k holds costs in [2^k, 2^(k+1))), finished
-    or not: the budget matching, checked. Twins, fixed and re-evaluation runs don't count."""
-    d = _searched(df)
+    """Searched mentees per arm in each size band (band k holds costs in [2^k, 2^(k+1))), finished
+    or not: the budget matching, checked. Twins and fixed mentees don't count."""
+    d = df
     if "work" in d.columns:
         d = d[d["work"].isna() | (d["work"] == "searched")]
     d = d.dropna(subset=[cost])

@@ -12,27 +12,22 @@ from typing import Unpack
 
 import pandas as pd
 
-from search.config import COST_AXES
 from search.devices import BudgetMiss, DeviceProfile
 from search.pareto import Budget, _finished
-from search.results.fronts import with_reevaluation
 
 __all__ = ["pick", "pick_for_device"]
 
 
 def pick(df: pd.DataFrame, *, max_params: float | None = None, max_bytes: float | None = None,
-         max_macs: float | None = None, acc: str = "val_acc",
-         bytes_col: str = "bytes_int8") -> pd.Series | None:
-    """The most accurate finished row within every given budget (ties → fewer params, then
-    run_id); None if nothing fits. Where re-evaluated rows fit, the pick is among them, by their
-    mean over seeds: one seed's number, flattered by being the best the search found, is not
-    weighed against a mean (`with_reevaluation`)."""
-    d = _finished(with_reevaluation(df)).dropna(subset=[acc])
+         max_macs: float | None = None, acc: str = "val_acc", bytes_col: str = "bytes_int8") -> pd.Series | None:
+    """The most accurate finished mentee within every given budget, by `acc` (val_acc: its mean over
+    seeds, the number the front and the dashboard show); ties → fewer params, then run_id. None if
+    nothing fits. A row with columns other budgets read (train_bytes, latency_ms) is checked by
+    `pick_for_device`."""
+    d = _finished(df).dropna(subset=[acc])
     for col, limit in (("params", max_params), (bytes_col, max_bytes), ("macs", max_macs)):
         if limit is not None:
             d = d[d[col] <= limit]  # a NaN cost compares False: unknown never fits
-    if "n_seeds" in d.columns and (d["n_seeds"] > 0).any():
-        d = d[d["n_seeds"] > 0]
     if d.empty:
         return None
     d = d.sort_values([acc, "params", "run_id"], ascending=[False, True, True], kind="mergesort")
@@ -40,8 +35,9 @@ def pick(df: pd.DataFrame, *, max_params: float | None = None, max_bytes: float 
 
 
 def _known_misses(profile: DeviceProfile, cost) -> list[BudgetMiss]:
-    """The budgets a row misses among those known before training (every budget but latency)."""
-    return [m for m in profile.check(cost) if m.budget.axis in COST_AXES]
+    """The budgets a row misses but latency (timed only for the best candidates): sizes, compute, and
+    training memory where the profile budgets it (results.costs.with_training_memory fills that column)."""
+    return [m for m in profile.check(cost) if m.budget.axis != "latency_ms"]
 
 
 def _latency_from_run(uri: str | None) -> Callable[[pd.Series], float]:
