@@ -11,8 +11,9 @@ side keeps training members (one seed each, `WorkItem`); only the driver knows w
 make a mentee, and it records a mentee when every seed of the round is back. Re-evaluation
 (racing, `search.sweep.racing`) trains more seeds of the same mentee and adds them to its run.
 
-A mentee's status: finished when at least one seed finished (its numbers are over the finished
-seeds; the others are named in `failed_seeds`); else pruned if any seed was pruned, else failed.
+A mentee's status: pruned if any seed was stopped early (successive halving: its numbers would
+not be comparable); else finished when at least one seed finished (its numbers are over the
+finished seeds; a seed that failed, e.g. diverged, is named in `failed_seeds`); else failed.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class MenteeRecord:
     test_accs: tuple[float, ...]
     cost: dict[str, float]
     curves: dict[str, list[float]]  # per epoch, the mean over finished seeds
-    epochs_run: int
+    epochs_run: int  # epochs every seed that did not fail ran (fewer: pruned)
+    seed_epochs: int  # epochs over all seeds: the work done
     train_seconds: float  # all seeds together
     node_id: str
     weights: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed → state dict
@@ -96,10 +98,10 @@ class MenteeRecord:
         members = sorted(members, key=lambda m: m[0].config.train.seed)
         first_item = members[0][0]
         done = [(item, res) for item, res, _ in members if res.status is Status.FINISHED]
-        if done:
-            status = Status.FINISHED
-        elif any(res.status is Status.PRUNED for _, res, _ in members):
+        if any(res.status is Status.PRUNED for _, res, _ in members):
             status = Status.PRUNED
+        elif done:
+            status = Status.FINISHED
         else:
             status = Status.FAILED
         curves: dict[str, list[float]] = {}
@@ -118,7 +120,8 @@ class MenteeRecord:
             val_accs=tuple(float(res.val_acc) for _, res in done),
             test_accs=tuple(float(res.test_acc) for _, res in done),
             cost=dict(any_res.cost), curves=curves,
-            epochs_run=max((res.epochs_run for _, res, _ in members), default=0),
+            epochs_run=min((res.epochs_run for _, res, _ in members if res.status is not Status.FAILED), default=0),
+            seed_epochs=sum(res.epochs_run for _, res, _ in members),
             train_seconds=float(sum(res.train_seconds for _, res, _ in members)),
             node_id=members[-1][2],
             weights={item.config.train.seed: res.state_dict for item, res in done if res.state_dict is not None},

@@ -237,7 +237,7 @@ class Driver:
     def _count(self, rec: MenteeRecord, new_mentee: bool) -> None:
         s = self.summary
         s.seeds_trained += len(rec.member_ids)
-        s.mentee_samples += rec.epochs_run * self.n_train * len(rec.member_ids)  # every seed's work
+        s.mentee_samples += rec.seed_epochs * self.n_train  # every seed's work
         if not new_mentee:  # more seeds of a recorded mentee: work done, no new mentee
             if self.progress is not None:
                 self.progress.advance(1, f"{s.seeds_trained} seeds trained")
