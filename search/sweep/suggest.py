@@ -20,6 +20,14 @@ Every sweep searches two *arms* with the same effort, so that "the best independ
   sampler allowed to pick the arm would starve whichever arm does worse.) The independent ask
   leads each pair, so any asymmetry in the pairing favours the baseline, never the claim.
 
+The mentored arm learns which methods pay (`search.sweep.ledger.MethodLedger`): a method (a term,
+a teacher, two-stage training) whose mentees lose to their paired independents by a clear margin
+in a size band is no longer offered to mentored asks of that band — its Optuna params are fixed to
+what the space offers besides (`kd` off, another metric or teacher) — and the trial says why in
+its user attr `withheld`. The driver feeds it: `arms.ledger.observe(config, {seed: val_acc})`
+after each mentee is recorded; earlier sweeps of the space come in as
+`ArmBalance.for_space(space, MethodLedger.from_runs(load_runs(...)))`.
+
 A mentored mentee with a mentor term also gets a *teacher* (`mentor.teacher`, the Optuna param
 `teacher` when it is a choice): the final mentor, an early-stopped checkpoint or the teacher
 assistant. Every mentor term of the mentee learns from it (`search.terms.with_source`).
@@ -29,6 +37,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import random
 import warnings
 from typing import Any
 
@@ -36,9 +46,11 @@ import optuna
 
 from search.config import ArchConfig, MemberConfig, TrainConfig
 from search.spaces import Range, SearchSpace
+from search.sweep.ledger import WITHHELD, MethodLedger
 from search.terms import TERMS, two_stage, with_source
 
-__all__ = ["suggest_member", "make_sampler", "ArmBalance", "ARMS", "ARCH_PARAMS", "has_mentor_terms"]
+__all__ = ["suggest_member", "make_sampler", "ArmBalance", "ARMS", "ARCH_PARAMS", "has_mentor_terms",
+           "MethodLedger", "WITHHELD", "withholding_params"]
 
 ARMS = ("mentored", "independent")
 # the Optuna params that fix an architecture: a mentored ask copies these from its independent partner
@@ -86,20 +98,51 @@ def suggest_member(trial: optuna.Trial, space: SearchSpace) -> MemberConfig:
     return MemberConfig(arch=arch, train=train, terms=tuple(terms))
 
 
+def withholding_params(space: SearchSpace, methods: set[str] | dict[str, str], rng: random.Random) -> dict[str, Any]:
+    """The Optuna params that keep `methods` (`search.sweep.ledger.methods_of`'s words) out of a
+    mentored ask: a term switched off, another metric or teacher among those the space offers.
+    A method the space gives no way to avoid (a fixed choice) stays."""
+    def other(choices: Any, banned: set[Any]) -> list[Any]:
+        return [c for c in choices if c not in banned] if isinstance(choices, list) and len(choices) > 1 else []
+
+    out: dict[str, Any] = {}
+    ce = space.terms.get("ce")
+    if "two-stage" in methods and ce is not None and other(getattr(ce, "two_stage", False), {True}):
+        out["two_stage"] = False
+    teachers = other(space.mentor.teacher, {m.split(":", 1)[1] for m in methods if m.startswith("teacher:")})
+    if teachers and len(teachers) < len(space.mentor.teacher):
+        out["teacher"] = rng.choice(teachers)
+    for name, section in space.terms.items():
+        if name in methods and other(getattr(section, "enabled", None), {True}):
+            out[name] = False
+        if name == "hint":
+            metrics = other(section.metric, {m.split(":", 1)[1] for m in methods if m.startswith("hint:")})
+            for tap, targets in section.taps.items():
+                if metrics and len(metrics) < len(section.metric):
+                    out[f"hint.metric.{tap}"] = rng.choice(metrics)
+                elif not metrics and isinstance(section.metric, list) and "none" in targets and len(targets) > 1 \
+                        and all(f"hint:{m}" in methods for m in section.metric):
+                    out[f"hint.{tap}"] = "none"
+    return out
+
+
 @dataclasses.dataclass
 class ArmBalance:
     """Chooses each ask's arm so that both arms get the same search (see the module docstring).
     Not thread-safe: the driver asks under its lock."""
 
     on: bool
+    ledger: MethodLedger = dataclasses.field(default_factory=MethodLedger)  # which methods pay, by size
     follow: dict[str, Any] | None = None  # the architecture the next (mentored) ask copies
+    follow_arch: ArchConfig | None = None  # ... as the independent partner's config has it
+    rng: random.Random = dataclasses.field(default_factory=lambda: random.Random(0))  # which method replaces one
     arms: dict[int, str] = dataclasses.field(default_factory=dict)  # trial number → arm
     _started: bool = False
     _stale: int = 0  # trials enqueued but never asked (a driver killed in between)
 
     @classmethod
-    def for_space(cls, space: SearchSpace) -> ArmBalance:
-        return cls(on=has_mentor_terms(space))
+    def for_space(cls, space: SearchSpace, ledger: MethodLedger | None = None) -> ArmBalance:
+        return cls(on=has_mentor_terms(space), ledger=ledger or MethodLedger(), rng=random.Random(space.train.seed))
 
     def ask(self, study: optuna.Study, space: SearchSpace) -> tuple[optuna.Trial, MemberConfig]:
         if not self.on:
@@ -108,19 +151,30 @@ class ArmBalance:
         if not self._started:
             self._resume(study)
         if self.follow is not None and self._dropped(study, max(self.arms)):
-            self.follow = None  # its partner will never train (over a target device's budget): no pair to finish
+            self._follow(None, None)  # its partner will never train (over a target device's budget): no pair to finish
+        why: dict[str, str] = {}
         if self._stale:  # enqueued by a driver that died before asking it: asked now, as it was
             self._stale -= 1
+        elif self.follow is None:
+            study.enqueue_trial({"arm": "independent"})
         else:
-            study.enqueue_trial({"arm": "independent"} if self.follow is None else {"arm": "mentored", **self.follow})
+            # methods that lose clearly at this size are not offered (the ledger says which, and why)
+            why = self.ledger.withheld(self.follow_arch) if self.follow_arch is not None else {}
+            study.enqueue_trial({**withholding_params(space, set(why), self.rng), "arm": "mentored", **self.follow})
         trial = study.ask()
         cfg = suggest_member(trial, space)
+        if why:
+            trial.set_user_attr(WITHHELD, json.dumps(why, sort_keys=True))
         # what was asked, not what was wanted, decides what comes next (a trial left waiting
         # by an interrupted driver is asked first)
         arm = trial.params.get("arm", "independent")
         self.arms[trial.number] = arm
-        self.follow = {k: v for k, v in trial.params.items() if k in ARCH_PARAMS} if arm == "independent" else None
+        self._follow(trial.params if arm == "independent" else None, cfg.arch)
         return trial, cfg
+
+    def _follow(self, params: dict[str, Any] | None, arch: ArchConfig | None) -> None:
+        self.follow = None if params is None else {k: v for k, v in params.items() if k in ARCH_PARAMS}
+        self.follow_arch = None if params is None else arch
 
     def arm(self, study: optuna.Study, number: int) -> str | None:
         """The arm of trial `number` (asked before a resume: read from the study once)."""
@@ -137,7 +191,8 @@ class ArmBalance:
         self._learn(study)
         last = max(self.arms, default=None)
         if last is not None and self.arms[last] == "independent":
-            self.follow = {k: v for k, v in trials[last].params.items() if k in ARCH_PARAMS}
+            stored = trials[last].user_attrs.get("config")
+            self._follow(trials[last].params, MemberConfig.from_dict(stored).arch if stored else None)
 
     @staticmethod
     def _dropped(study: optuna.Study, number: int) -> bool:

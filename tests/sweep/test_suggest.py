@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections import Counter
@@ -207,3 +208,96 @@ def test_a_fixed_teacher_is_no_param_and_the_default_changes_nothing():
             study.tell(trial, [0.5, 1.0])
             assert "teacher" not in trial.params
             assert all(t.params.get("source") == source for t in cfg.terms if t.uses_mentor)
+
+
+# --------------------------------------------- which methods pay: the ledger and what it withholds
+
+from search.config import ArchConfig, MemberConfig, TermConfig  # noqa: E402
+from search.sweep.ledger import WITHHELD, MethodLedger, methods_of, size_band  # noqa: E402
+from search.sweep.suggest import withholding_params  # noqa: E402
+
+KD = TermConfig("kd", 0.5, {"temperature": 4.0})
+HINT = TermConfig("hint", 0.1, {"student": "layer3", "teacher": "layer3", "metric": "cosine", "source": "epoch20"})
+
+
+def mentee(arch: ArchConfig, *terms: TermConfig) -> MemberConfig:
+    return MemberConfig(arch, terms=(TermConfig(LABEL_TERM, 1.0), *terms))
+
+
+def test_methods_are_the_choices_a_config_made():
+    arch = ArchConfig("conv1d", (4, 4, 4), 3)
+    assert methods_of(mentee(arch)) == frozenset() and methods_of(mentee(arch, TermConfig("kd", 0.0))) == frozenset()
+    assert methods_of(mentee(arch, KD, HINT)) == {"kd", "teacher:final", "hint:cosine", "teacher:epoch20"}
+    staged = TermConfig("dist", 1.0, {"schedule": "early"})
+    assert methods_of(mentee(arch, staged)) == {"dist", "teacher:final", "two-stage"}
+    assert size_band(arch) < size_band(ArchConfig("conv1d", (8, 8, 8), 3)) < size_band(ArchConfig("conv1d", (32,) * 3))
+
+
+def test_a_method_that_loses_clearly_at_a_size_is_withheld_there_and_only_there():
+    small, other_small, big = ArchConfig("conv1d", (4, 4, 4), 3), ArchConfig("conv1d", (3, 4, 4), 3), \
+        ArchConfig("conv1d", (32, 32, 32), 3)
+    assert size_band(small) == size_band(other_small) != size_band(big)
+    ledger = MethodLedger()
+    for arch in (small, big):
+        ledger.observe(mentee(arch), {0: 0.60, 1: 0.62, 2: 0.58})
+    ledger.observe(mentee(small, KD), {0: 0.50, 1: 0.53, 2: 0.47})  # -10 points a seed
+    assert ledger.withheld(small) == {}  # 3 pairs: not enough to say
+    ledger.observe(mentee(small, KD), {0: 0.52, 1: 0.50, 2: float("nan")})  # a seed that failed is left out
+    ledger.observe(mentee(small, KD), {0: 0.51, 1: 0.53, 2: 0.49})
+    ledger.observe(mentee(big, KD), {0: 0.61, 1: 0.63, 2: 0.59})  # +1 at the big size
+    ledger.observe(mentee(big, KD), {0: 0.60, 1: 0.62, 2: 0.58})
+    ledger.observe(mentee(big, KD), {0: 0.59, 1: 0.61, 2: 0.57})
+    why = ledger.withheld(other_small)  # another architecture of the same band
+    assert set(why) == {"kd", "teacher:final"}
+    assert why["kd"].startswith("kd loses -9.6 pts [") and "over 8 seed pairs" in why["kd"]
+    assert ledger.withheld(big) == {}
+    # a loss smaller than the margin is noise, however narrow its interval
+    near = MethodLedger(margin=12.0)
+    for row in ledger._mentored:
+        near._mentored.append(row)
+    near._independent = ledger._independent
+    assert near.withheld(small) == {}
+
+
+def test_earlier_sweeps_teach_the_ledger_through_their_records():
+    arch = ArchConfig("conv1d", (4, 4, 4), 3)
+    rows = [{"status": "finished", "config": json.dumps(mentee(arch).to_dict()), "seeds": (0, 1, 2),
+             "val_accs": (0.6, 0.62, 0.58)}]
+    rows += [{"status": "finished", "config": json.dumps(mentee(arch, KD).to_dict()), "seeds": (0, 1, 2),
+              "val_accs": (0.5, 0.51, 0.49)}] * 2
+    rows += [{"status": "failed", "config": json.dumps(mentee(arch).to_dict()), "seeds": (), "val_accs": ()}]
+    assert set(MethodLedger.from_runs(rows).withheld(arch)) == {"kd", "teacher:final"}
+
+
+def test_withholding_switches_a_term_off_or_picks_another_choice():
+    space = parse_space(TEACHERS)
+    rng = random.Random(0)
+    out = withholding_params(space, {"kd", "teacher:epoch20"}, rng)
+    assert out["kd"] is False and out["teacher"] in {"final", "assistant"} and len(out) == 2
+    assert withholding_params(space, {"teacher:epoch20", "teacher:final"}, rng)["teacher"] == "assistant"
+    assert withholding_params(space, set(), rng) == {}
+    assert withholding_params(parse_space(METHODS), {"two-stage"}, rng)["two_stage"] is False
+
+
+def test_mentored_asks_are_not_offered_what_loses_and_say_why():
+    space = parse_space(SPACE)
+    ledger = MethodLedger()
+    m = space.mentee
+    for depth in m.depth:
+        for width in m.width:
+            for growth in m.growth:
+                for kernel in m.kernel:
+                    arch = ArchConfig("conv1d", tuple(max(1, min(m.max_width, round(width * growth ** i)))
+                                                      for i in range(depth)), kernel)
+                    ledger.observe(mentee(arch), {0: 0.6, 1: 0.6, 2: 0.6})
+                    for d in (0.1, 0.12):
+                        ledger.observe(mentee(arch, KD), {0: 0.6 - d, 1: 0.61 - d, 2: 0.59 - d})
+    study = new_study(space)
+    asked = ask_many(ArmBalance.for_space(space, ledger), study, space, 30)
+    mentored = [(t, c) for t, c in asked if t.params["arm"] == "mentored"]
+    assert mentored and all(not any(x.kind == "kd" for x in c.terms) for _, c in mentored)
+    assert all("kd loses" in json.loads(t.user_attrs[WITHHELD])["kd"] for t, _ in mentored)
+    assert all(WITHHELD not in t.user_attrs for t, _ in asked if t.params["arm"] == "independent")
+    # without the ledger's verdict the same search does offer KD
+    free = ask_many(ArmBalance.for_space(space), new_study(space), space, 30)
+    assert any(x.kind == "kd" for t, c in free for x in c.terms)
