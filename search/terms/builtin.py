@@ -161,6 +161,9 @@ class Hint(_TapToTap[_HintSpace]):
 
     slot_params = ("student", "teacher", "metric")
     Space = _HintSpace
+    # the student tap reaches the loss only through `self.proj`: a fused group merges hints on
+    # different taps (each member's last layer, at every depth) into one slot (search/train/layout.py)
+    merges_students = True
 
     @classmethod
     def suggest(cls, section: _HintSpace, pick: Pick, depth: int) -> list[TermConfig]:

@@ -28,13 +28,22 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from search.config import MemberConfig, TermConfig
+from search.config import MemberConfig
 from search.data import Splits
 from search.taps import forward_with_taps
 from search.terms import TERMS
 from search.train.cache import MentorCache
 from search.train.device import autocast
-from search.train.layout import MAX_GROUPS, Layout, MenteeWithTerms, build_member, plan_groups, template_of
+from search.train.layout import (
+    MAX_GROUPS,
+    Layout,
+    MenteeWithTerms,
+    build_member,
+    fit_projected,
+    plan_groups,
+    plan_slots,
+    template_of,
+)
 from search.train.optim import adamw_flat_, lr_factor, schedule_table, weight_factor
 
 __all__ = ["FusedGroup", "MenteeWithTerms", "build_member", "plan_groups", "sample_order", "MAX_GROUPS"]
@@ -92,23 +101,20 @@ class FusedGroup:
         self.idx, self.cfgs = list(idx), list(cfgs)
         self.template_arch, self.exits = template_of([c.arch for c in self.cfgs])
         self.multi = self.exits != (self.template_arch.depth,)
-        # the union of the members' term slots, in first-seen order
-        union: dict[tuple, TermConfig] = {}
-        for c in self.cfgs:
-            for t in c.active_terms():
-                union.setdefault(TERMS[t.kind].slot(t), t)
-        keys = list(union)
         shape, nc = splits.input_shape, splits.num_classes
+        # the members' loss slots: hints on different depths' last layers share one (`plan_slots`)
+        slots = plan_slots(self.cfgs, self.template_arch, self.exits, shape, nc, mentor_shapes)
+        self.merged, self.students = slots.merged, slots.student
         with torch.random.fork_rng(devices=[]):
-            template = build_member(self.template_arch, list(union.values()), shape, nc, mentor_shapes,
-                                    self.exits if self.multi else None)
+            template = build_member(self.template_arch, slots.terms, shape, nc, mentor_shapes,
+                                    self.exits if self.multi else None, slots.merged)
         self.layout = Layout(template, self.multi)
         members = []
-        for c in self.cfgs:
+        for c, mine in zip(self.cfgs, slots.of_member):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(c.train.seed)  # the member as it is initialised alone
                 real = build_member(c.arch, c.active_terms(), shape, nc, mentor_shapes)
-            members.append((real, c.arch.depth, [keys.index(TERMS[t.kind].slot(t)) for t in c.active_terms()]))
+            members.append((real, c.arch.depth, mine))
         flat, mask, buffers = self.layout.pack(members)
         self.flat = flat.to(device).requires_grad_(True)
         self.mask = mask.to(device)
@@ -120,24 +126,24 @@ class FusedGroup:
             if type(mod) is nn.Conv1d and mod.groups == 1 and mod.dilation == (1,) and mod.padding_mode == "zeros" \
                     and isinstance(mod.padding, tuple):
                 mod.__class__ = MatmulConv1d
-        self.tapped = _Tapped(self.base.net, self.base.student_taps)
+        self.tapped = _Tapped(self.base.net, slots.taps)
         # per slot: the mentee taps and the mentor outputs (its teacher's taps, logits) its loss reads
         self.terms = [(TERMS[t.kind].student_taps(t.params), TERMS[t.kind].mentor_outputs(t.params))
-                      for t in union.values()]
-        K = len(self.cfgs)
+                      for t in slots.terms]
+        K, S = len(self.cfgs), len(slots.terms)
 
         def f32(rows: list) -> torch.Tensor:
             return torch.tensor(rows, device=device, dtype=torch.float32)
         # per member: the weight and weight schedule of every slot (weight 0 where the slot is not
         # the member's own) and every slot's member parameters (the term's default where it is not)
-        own = [{TERMS[t.kind].slot(t): t for t in c.active_terms()} for c in self.cfgs]
-        self.w = f32([[o[k].weight if k in o else 0.0 for k in keys] for o in own]).view(K, len(keys))
-        wnames = [[o[k].params.get("schedule", "constant") if k in o else "constant" for k in keys] for o in own]
+        own = [dict(zip(mine, c.active_terms())) for c, mine in zip(self.cfgs, slots.of_member)]
+        self.w = f32([[o[k].weight if k in o else 0.0 for k in range(S)] for o in own]).view(K, S)
+        wnames = [[o[k].params.get("schedule", "constant") if k in o else "constant" for k in range(S)] for o in own]
         self.w_schedules = sorted({s for row in wnames for s in row} | {"constant"})
         self.w_sid = torch.tensor([[self.w_schedules.index(s) for s in row] for row in wnames],
-                                  dtype=torch.long, device=device).view(K, len(keys))
+                                  dtype=torch.long, device=device).view(K, S)
         self.p = [{name: f32([float(o[k].params.get(name, d)) if k in o else d for o in own])
-                   for name, d in TERMS[t.kind].member_params.items()} for k, t in union.items()]
+                   for name, d in TERMS[t.kind].member_params.items()} for k, t in enumerate(slots.terms)]
         self.lr = f32([[c.train.lr] for c in self.cfgs])
         self.wd = f32([[c.train.weight_decay] for c in self.cfgs])
         self.lr_schedules = sorted({c.train.schedule for c in self.cfgs})
@@ -176,6 +182,7 @@ class FusedGroup:
         self.buffers = {k: v.index_select(0, sel) for k, v in self.buffers.items()}
         self.p = [{k: v.index_select(0, sel) for k, v in d.items()} for d in self.p]
         self.idx = [self.idx[r] for r in rows]
+        self.students = [[row[r] for r in rows] for row in self.students]
         self.cfgs = [self.cfgs[r] for r in rows]
         self.order = None
         self._owners()
@@ -183,13 +190,23 @@ class FusedGroup:
 
     def _owners(self) -> None:
         """Per slot, the rows whose own slot it is (None: every row): a slot's loss is computed
-        for its owners only, never for members that would weight it by 0."""
+        for its owners only, never for members that would weight it by 0. A merged slot's owners
+        come grouped by the tap each reads (`reads`: per tap, its rows), so their inputs are
+        gathered by one concatenation in that order."""
         w = self.w.detach().cpu()
-        self.owners = []
+        self.owners, self.reads = [], []
         for s in range(w.shape[1]):
             rows = [r for r in range(w.shape[0]) if w[r, s] != 0]
-            self.owners.append(None if len(rows) == w.shape[0] else
-                               torch.tensor(rows, dtype=torch.long, device=self.w.device))
+            by_tap: dict[str, list[int]] = {}
+            if self.merged[s] is not None:
+                for r in rows:
+                    by_tap.setdefault(cast(str, self.students[s][r]), []).append(r)
+                rows = [r for tap in sorted(by_tap) for r in by_tap[tap]]
+            every = rows == list(range(w.shape[0]))
+            self.owners.append(None if every else torch.tensor(rows, dtype=torch.long, device=self.w.device))
+            self.reads.append([(tap, None if every and len(by_tap) == 1 else
+                                torch.tensor(by_tap[tap], dtype=torch.long, device=self.w.device))
+                               for tap in sorted(by_tap)])
 
     # -- one epoch ------------------------------------------------------------
     def _net(self, flat, buffers, x):
@@ -206,8 +223,10 @@ class FusedGroup:
         on a stream of its own (forward, and so backward too: autograd keeps a node's stream): a
         slot is a few dozen tiny kernels, and side by side they hide each other's latency."""
         s = self.splits
-        a, b = self.layout.net[:2]
-        logits, feats = torch.func.vmap(self._net, randomness="different")(eff[:, a:b], self.buffers, s.x_train[ids])
+        # one split, not a slice per part: its backward writes the [K, P] gradient once, where each
+        # slice's would zero-fill a [K, P] tensor of its own and autograd would add them up
+        cols = eff.split(self.layout.part_sizes, dim=1)
+        logits, feats = torch.func.vmap(self._net, randomness="different")(cols[0], self.buffers, s.x_train[ids])
         feats = dict(zip(self.tapped.taps, feats))
         live = [i for i, rows in enumerate(self.owners) if rows is None or len(rows)]  # halving may empty a slot
         side = self.slot_streams_on and eff.is_cuda and len(live) > 1
@@ -219,9 +238,9 @@ class FusedGroup:
             if main is not None:  # side streams
                 self.slot_streams[i].wait_stream(main)
                 with torch.cuda.stream(self.slot_streams[i]):
-                    parts.append(self._slot_loss(i, eff, ids, w, logits, feats))
+                    parts.append(self._slot_loss(i, cols[1 + i], ids, w, logits, feats))
             else:
-                parts.append(self._slot_loss(i, eff, ids, w, logits, feats))
+                parts.append(self._slot_loss(i, cols[1 + i], ids, w, logits, feats))
         if main is not None:
             for i in live:
                 main.wait_stream(self.slot_streams[i])
@@ -230,8 +249,8 @@ class FusedGroup:
             total = total + p
         return total
 
-    def _slot_loss(self, i, eff, ids, w, logits, feats) -> torch.Tensor:
-        """[K] slot i's weighted loss, 0 for members whose slot it is not."""
+    def _slot_loss(self, i, flat_i, ids, w, logits, feats) -> torch.Tensor:
+        """[K] slot i's weighted loss, 0 for members whose slot it is not (`flat_i`: its columns)."""
         taps, outputs = self.terms[i]
         rows = self.owners[i]
         sub = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))  # noqa: E731
@@ -240,9 +259,15 @@ class FusedGroup:
         if outputs:
             c = self._mentor_cache()
             mentor = {m: c[m][ids_i] for m in outputs}  # each member its own batch's targets
-        a, b = self.layout.slots[i][:2]
+        into = self.merged[i]
+        if into is None:
+            mine = {t: sub(feats[t]) for t in taps}
+        else:  # each owner's own tap, resized and padded alike; owners come grouped by tap (`_owners`)
+            parts = [fit_projected(feats[tap] if r is None else feats[tap].index_select(0, r), into)
+                     for tap, r in self.reads[i]]
+            mine = {taps[0]: parts[0] if len(parts) == 1 else torch.cat(parts)}
         loss = torch.func.vmap(functools.partial(self._term, i))(
-            sub(eff[:, a:b]), sub(logits), {t: sub(feats[t]) for t in taps}, self.splits.y_train[ids_i], mentor,
+            sub(flat_i), sub(logits), mine, self.splits.y_train[ids_i], mentor,
             {k: sub(v) for k, v in self.p[i].items()})
         loss = sub(w[:, i]) * loss
         return loss if rows is None else torch.zeros(len(self.cfgs), device=loss.device).index_add(0, rows, loss)

@@ -25,17 +25,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from search.config import ArchConfig, MemberConfig, TermConfig
 from search.models import centred_dims, create_mentee, create_template, exit_key, fuse_class, logical_shapes, step_cost
 from search.taps import forward_with_taps, tap_shapes
 from search.terms import TERMS, LossTerm
 
-__all__ = ["MenteeWithTerms", "build_member", "template_of", "plan_groups", "Layout", "MAX_GROUPS"]
+__all__ = ["MenteeWithTerms", "build_member", "template_of", "plan_groups", "plan_slots", "Slots", "fit_projected",
+           "Layout", "MAX_GROUPS"]
 
 MAX_GROUPS = 3  # fused groups per class of a cohort (see `plan_groups`)
 GROUP_COST = 40_000  # one more group's fixed cost, in `step_cost` units × members (~0.3 ms a step on an H100)
@@ -64,18 +67,32 @@ class MenteeWithTerms(nn.Module):
 
 
 def build_member(arch: ArchConfig, slots: Sequence[TermConfig], input_shape: Sequence[int], num_classes: int,
-                 mentor_shapes: dict[str, tuple[int, ...]], exits: Sequence[int] | None = None) -> MenteeWithTerms:
-    """Build `arch` (with `exits`: a template) with one module per term in `slots`.
+                 mentor_shapes: dict[str, tuple[int, ...]], exits: Sequence[int] | None = None,
+                 merged: Sequence[tuple[int, ...] | None] = ()) -> MenteeWithTerms:
+    """Build `arch` (with `exits`: a template) with one module per term in `slots`; `merged` (a
+    template's, from `plan_slots`): per slot, the shape of its merged student input, or None.
     Initialised from the global RNG: seed it first (the net first, then the terms in order)."""
     ex = tuple(exits or (arch.depth,))
     net = create_template(arch, input_shape, num_classes, ex) if exits else create_mentee(arch, input_shape,
                                                                                          num_classes)
     wanted = tuple(dict.fromkeys(s for t in slots for s in TERMS[t.kind].student_taps(t.params)))
-    key = (arch, ex, wanted, tuple(input_shape))
+    shapes = dict(zip(wanted, _tap_shapes(net, arch, ex, wanted, input_shape)))
+    terms = []
+    for i, t in enumerate(slots):
+        into = merged[i] if i < len(merged) else None
+        own = shapes if into is None else {**shapes, t.params["student"]: into}
+        terms.append(TERMS[t.kind](t.params, own, mentor_shapes))
+    return MenteeWithTerms(net, terms)
+
+
+def _tap_shapes(net: nn.Module | None, arch: ArchConfig, exits: tuple[int, ...], taps: tuple[str, ...],
+                input_shape: Sequence[int], num_classes: int = 0) -> list[tuple[int, ...]]:
+    key = (arch, exits, taps, tuple(input_shape))
     if key not in _SHAPES:  # a forward pass per member adds up in cohorts of hundreds
-        _SHAPES[key] = tap_shapes(net, wanted, tuple(input_shape))
-    shapes = dict(zip(wanted, _SHAPES[key]))
-    return MenteeWithTerms(net, [TERMS[t.kind](t.params, shapes, mentor_shapes) for t in slots])
+        if net is None:
+            net = create_template(arch, input_shape, num_classes, exits)
+        _SHAPES[key] = tap_shapes(net, taps, tuple(input_shape))
+    return _SHAPES[key]
 
 
 _SHAPES: dict[tuple, list[tuple[int, ...]]] = {}
@@ -136,6 +153,100 @@ def plan_groups(cfgs: Sequence[MemberConfig], input_shape: Sequence[int], num_cl
     return sorted(out)
 
 
+# ---------------------------------------------------------------------- slots
+
+@dataclass
+class Slots:
+    """A group's loss slots (`plan_slots`): one module each in the template, computed for its owners."""
+
+    terms: list[TermConfig]  # per slot, the first member's term that has it (its params build the module)
+    merged: list[tuple[int, ...] | None]  # per slot: the shape of its merged student input (None: not merged)
+    of_member: list[list[int]]  # per member: the slot of each of its active terms, in order
+    student: list[list[str | None]]  # per slot, per member: the template tap it reads there (merged slots)
+    taps: tuple[str, ...]  # every template tap a slot reads
+
+
+def projected_input(src: tuple[int, ...], dst: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape `search.taps.Projection(src, dst)` applies its map to: the tap averaged over space
+    (a vector mentor tap), or pooled to the mentor's size (a larger map), or as it is. None when
+    it maps first and resizes after (a mentee map smaller than the mentor's)."""
+    if len(src) > 1 and len(dst) == 1:
+        return (src[0],)
+    if len(src) == 1:
+        return src
+    if len(src) != len(dst):
+        return None
+    return (src[0], *dst[1:]) if all(a >= b for a, b in zip(src[1:], dst[1:])) else None
+
+
+def fit_projected(f: torch.Tensor, into: tuple[int, ...]) -> torch.Tensor:
+    """A tap's outputs [K, B, C, *spatial] resized as `Projection` resizes before its map (the same
+    ops: so a member computes the same merged or alone), then zero-padded to `into`'s channels."""
+    K, B = f.shape[:2]
+    x = f.flatten(0, 1)
+    if x.dim() > 2 and len(into) == 1:
+        x = x.flatten(2).mean(2)
+    elif x.dim() > 2 and tuple(x.shape[2:]) != tuple(into[1:]):
+        x = F.adaptive_avg_pool1d(x, into[1]) if x.dim() == 3 else F.adaptive_avg_pool2d(x, (into[1], into[2]))
+    x = x.unflatten(0, (K, B))
+    pad = into[0] - x.shape[2]
+    return F.pad(x, (0, 0) * (x.dim() - 3) + (0, pad)) if pad else x
+
+
+def plan_slots(cfgs: Sequence[MemberConfig], arch: ArchConfig, exits: tuple[int, ...], input_shape: Sequence[int],
+               num_classes: int, mentor_shapes: dict[str, tuple[int, ...]]) -> Slots:
+    """The loss slots of the members `cfgs` padded into template (`arch`, `exits`).
+
+    Members whose terms have equal slots (`LossTerm.slot`) share one. A term that declares
+    `merges_students` (a hint: its `student` tap reaches its loss only through a `Projection`)
+    shares one slot across student taps too: a mixed-depth group's hints on each member's last
+    layer (layer1, layer2, layer3) are one computation, not one per depth. Each member's own tap
+    is resized as its projection would resize it, zero-padded to the widest such tap's channels
+    (`fit_projected`), and the slot's projection is padded like any layer: exact, as the
+    template's layers are. A member's second such term to the same mentor tap gets a slot of
+    its own (the ordinal is in the key)."""
+    keys: dict[tuple, int] = {}
+    terms: list[TermConfig] = []
+    widest: list[int] = []  # merged slots: the widest student tap's channels, else -1
+    into_of: list[tuple[int, ...] | None] = []
+    of_member: list[list[int]] = []
+    picks: list[dict[int, str]] = []  # per member: slot → its own student tap (merged slots)
+    taps: dict[str, None] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for c in cfgs:
+        seen: dict[tuple, int] = {}
+        mine, pick = [], {}
+        for t in c.active_terms():
+            cls = TERMS[t.kind]
+            for s in cls.student_taps(t.params):
+                taps.setdefault(s)
+            key, into = cls.slot(t), None
+            if getattr(cls, "merges_students", False):
+                (student,), (teacher,) = cls.student_taps(t.params), cls.mentor_taps(t.params)
+                if student not in shapes:
+                    shapes[student] = _tap_shapes(None, arch, exits, (student,), input_shape, num_classes)[0]
+                into = projected_input(shapes[student], mentor_shapes[teacher])
+                if into is not None:
+                    base = ("merged", cls.slot(TermConfig(t.kind, t.weight, {**t.params, "student": None})),
+                            into[1:])
+                    seen[base] = seen.get(base, -1) + 1
+                    key = (*base, seen[base])
+            if key not in keys:
+                keys[key] = len(terms)
+                terms.append(t)
+                widest.append(-1)
+                into_of.append(into)
+            i = keys[key]
+            mine.append(i)
+            if into is not None:
+                pick[i] = t.params["student"]
+                widest[i] = max(widest[i], into[0])
+        of_member.append(mine)
+        picks.append(pick)
+    merged = [None if into is None else (widest[i], *into[1:]) for i, into in enumerate(into_of)]
+    return Slots(terms, merged, of_member, [[p.get(i) for p in picks] for i in range(len(terms))], tuple(taps))
+
+
 # --------------------------------------------------------------------- layout
 
 def region(real: Sequence[int], tmpl: Sequence[int], centred: Sequence[int]) -> tuple[slice, ...]:
@@ -163,6 +274,9 @@ class Layout:
         assert all(n.startswith("net.") for n in self.buffer_shapes), "loss terms hold no buffers"
         self.net = self.part("net.")
         self.slots = [self.part(f"terms.{i}.") for i in range(len(template.terms))]
+        # the parts' widths in column order (the net's, then each slot's): `flat.split(part_sizes, 1)`
+        self.part_sizes = [p[1] - p[0] for p in (self.net, *self.slots)]
+        assert sum(self.part_sizes) == self.width, "the net's columns, then each slot's, in order"
         # weight decay on weights only (the rule every optimiser here uses): not biases or norms
         self.decay = torch.cat([torch.full((n,), float(len(s) > 1)) for n, s in zip(self.sizes, self.shapes)])
 

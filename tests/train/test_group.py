@@ -59,6 +59,22 @@ def test_member_padded_in_depth_and_kernel_equals_alone(mnist1d_small, mentor, b
         assert r.cost == alone.cost
 
 
+def test_hints_on_every_depth_share_one_slot(mnist1d_small, mentor):
+    """Hints from each member's last layer (layer1, layer2, layer3) to one mentor tap are one loss
+    slot in a mixed-depth group, not one per depth: each member's tap pooled to the mentor's 10
+    positions and padded to the widest tap's channels (the template's 16 at layer2), its owners
+    grouped by the tap they read. The test above shows each member still trains as alone."""
+    cache, shapes = mentor
+    cfgs = [cfg((4,), 3, seed=1, hint="layer1"), cfg((8, 16, 8), 5, seed=2, hint="layer3"),
+            cfg((6, 12), 3, seed=3, hint="layer2"), cfg((6,), 3, seed=4)]
+    g = FusedGroup([0, 1, 2, 3], cfgs, mnist1d_small, shapes, torch.device("cpu"))
+    assert [t[0] for t in g.terms] == [(), ("layer1",)]  # ce, then the one hint slot
+    assert g.merged == [None, (16, 10)]
+    assert g.owners[1] is not None and g.owners[1].tolist() == [0, 2, 1]
+    g.train_epoch(mnist1d_small, cache, 0)
+    assert torch.isfinite(g.loss_hist[0]).all()
+
+
 def test_mlp_members_of_mixed_depth_equal_alone(mnist1d_small):
     cfgs = [cfg((16, 8, 8), family="mlp", seed=0), cfg((5,), family="mlp", seed=1, lr=3e-2)]
     fused = train_cohort(cfgs, mnist1d_small, max_groups=1)
