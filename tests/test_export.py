@@ -4,6 +4,8 @@ registers its pick under the device's alias and `mentee export models:/NAME@DEVI
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -206,26 +208,48 @@ def store(tmp_path_factory, data):
     return tmp, uri
 
 
-def test_pick_device_registers_and_export_by_alias(store, cli):
+def test_pick_device_registers_only_when_asked_and_export_by_alias(store, cli):
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     tmp, uri = store
     best = load_runs(uri, "exp1").sort_values("val_acc").run_id.iloc[-1]  # 32x32: fits stm32f746 easily
+    client = MlflowClient(uri)
     r = cli("pick", "--device", "stm32f746", "--experiment", "exp1", "--tracking-uri", uri, cwd=tmp)
     assert r.returncode == 0, r.stderr
-    assert f"run {best}" in r.stdout and "registered: model 'exp1' version 1, alias 'stm32f746'" in r.stdout
-    assert "mentee export models:/exp1@stm32f746 --format onnx --int8 --device stm32f746" in r.stdout
-    client = MlflowClient(uri)
+    assert f"run {best}" in r.stdout and "not registered (the alias 'stm32f746' is unchanged)" in r.stdout
+    with pytest.raises(MlflowException):  # nothing moved: no model, no alias
+        client.get_model_version_by_alias("exp1", "stm32f746")
+    assert f"mentee export {best} --format onnx --int8 --device stm32f746 --tracking-uri {uri}" in r.stdout
+
+    r = cli("pick", "--device", "stm32f746", "--register", "--experiment", "exp1", "--tracking-uri", uri, cwd=tmp)
+    assert "registered: model 'exp1' version 1; alias 'stm32f746' now points to it" in r.stdout
+    assert f"mentee export models:/exp1@stm32f746 --format onnx --int8 --device stm32f746 --tracking-uri {uri}" \
+        in r.stdout
     assert client.get_model_version_by_alias("exp1", "stm32f746").run_id == best
-    r = cli("pick", "--device", "stm32f746", "--experiment", "exp1", "--tracking-uri", uri, cwd=tmp)
-    assert "version 1," in r.stdout  # the same pick: the same version
+    int8 = re.search(r"params, (.+) int8 weights", r.stdout).group(1)
+    r = cli("pick", "--device", "stm32f746", "--alias", "lab-board", "--experiment", "exp1", "--tracking-uri", uri,
+            cwd=tmp)
+    assert "version 1; alias 'lab-board' now points to it" in r.stdout  # the same pick: the same version
 
     r = cli("export", "models:/exp1@stm32f746", "--int8", "--device", "stm32f746", "--calibration", "64",
             "--out", "m.onnx", "--tracking-uri", uri, cwd=tmp)
     assert r.returncode == 0, r.stderr
     assert "int8, static, 64 calibration samples" in r.stdout and (tmp / "m.onnx").is_file()
+    assert f"int8 weights {int8} (as pareto and pick count them" in r.stdout  # one int8 size everywhere
+    assert f"mentee {best}: test_acc 0.5000 (mean of 1 seed); val_acc 0.7000 (mean of 1 seed)" in r.stdout
     assert "int8 vs torch on 120 test samples: argmax agrees on" in r.stdout
-    assert "stm32f746 flash: " in r.stdout and ": fits" in r.stdout
+    assert f"stm32f746 flash: {int8} of int8 weights + 64 KiB overhead" in r.stdout and ": fits" in r.stdout
+
+
+def test_export_takes_the_short_run_id_tables_show(store, cli):
+    tmp, uri = store
+    run_id = load_runs(uri, "exp1").run_id.iloc[0]
+    r = cli("export", run_id[:8], "--out", "s.onnx", "--tracking-uri", uri, cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    assert f"mentee {run_id}:" in r.stdout and (tmp / "s.onnx").is_file()
+    r = cli("export", "zzzzzzzz", "--tracking-uri", uri, cwd=tmp)
+    assert r.returncode == 2 and f"run 'zzzzzzzz' not found in {uri}" in r.stderr
 
 
 def test_export_int8_no_longer_fits_exit_1(store, cli):
@@ -257,4 +281,4 @@ def test_pick_device_nothing_fits_shows_the_nearest(store, cli):
             cwd=tmp)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("no finished mentee fits speck; the nearest:")
-    assert r.stdout.count("  run ") == 3 and "misses: params:" in r.stdout and "registered" not in r.stdout
+    assert r.stdout.count("  run ") == 3 and "misses: params:" in r.stdout and "registered:" not in r.stdout

@@ -53,7 +53,7 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
               configs: list[MemberConfig] | None = None) -> SweepSummary:
     """Run (or with `resume`, continue) a sweep of `space`. `configs`, if given, replaces
     Optuna: exactly those mentees are trained (benchmarks use it to compare like with like)."""
-    from search.progress import Progress, console
+    from search.progress import Progress, console, phase
 
     t0, t0_wall = time.perf_counter(), time.time()
     experiment = str(space.name)
@@ -63,12 +63,14 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     if resume and parent is None:
         raise UserError(f"--resume: no unfinished sweep of experiment '{experiment}' in {tracker.uri}")
 
-    resources = connect_ray(address)
+    with phase("starting Ray" if address is None else f"connecting to Ray at {address}", enabled=show_progress):
+        resources = connect_ray(address)
     t_ray = time.perf_counter()
     if show_progress and not Path(space.mentor.path).exists():
         console.print(f"mentor {space.mentor.path}: training it first ({space.mentor.epochs} epochs, on a GPU node "
                       "if the cluster has one); the next sweep of this space loads it")
-    mentor = mentor_outputs(space, plan, gpus=resources.get("GPU", 0.0))
+    with phase(f"the mentor: {space.mentor.path} and its cached outputs", enabled=show_progress):
+        mentor = mentor_outputs(space, plan, gpus=resources.get("GPU", 0.0))
     plan = plan.for_cluster(resources.get("GPU", 0.0), resources.get("CPU", 1.0), mentor["device_free_bytes"])
     if plan.gpus_per_trial > 0 and resources.get("GPU", 0.0) < plan.gpus_per_trial:
         raise UserError(f"{where}: key 'budget.gpus_per_trial': the space asks for {plan.gpus_per_trial:g} GPU per "
