@@ -165,7 +165,9 @@ def _models_as_expected() -> bool:
 
 
 def _sql_store(uri: str) -> Any | None:
-    """MLflow's SqlAlchemyStore for a SQL URI (made once per URI), or None: use the public API."""
+    """MLflow's SqlAlchemyStore for a SQL URI, or None: use the public API. It is the store MLflow itself
+    caches for the URI (what every MlflowClient(uri) of the process uses: one engine, one pool), else
+    one made here; either way once per URI."""
     if uri.partition(":")[0].split("+")[0].lower() not in _SQL_SCHEMES:
         return None
     with _stores_lock:
@@ -173,11 +175,18 @@ def _sql_store(uri: str) -> Any | None:
             from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
             from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-            if not _models_as_expected():
-                _stores[uri] = None
-            else:
+            store = None
+            if _models_as_expected():
                 with first_touch(uri):
-                    _stores[uri] = SqlAlchemyStore(uri, DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
+                    try:
+                        from mlflow.tracking._tracking_service.utils import _get_store
+
+                        store = _get_store(uri)
+                    except ImportError:  # a private helper: gone in some release
+                        pass
+                    if not isinstance(store, SqlAlchemyStore):
+                        store = SqlAlchemyStore(uri, DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
+            _stores[uri] = store
         return _stores[uri]
 
 

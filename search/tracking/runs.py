@@ -21,7 +21,8 @@ from mlflow.exceptions import MlflowException
 
 from search.config import COST_AXES, MemberConfig, seed_member_id
 from search.errors import UserError
-from search.tracking.mlflow import _client, _get_run, _search, resolve_uri
+from search.tracking.fastread import RunRecord, read_runs
+from search.tracking.mlflow import _client, _get_run, resolve_uri
 
 __all__ = ["RUN_COLUMNS", "experiment_id", "load_arch", "load_curves", "load_member", "load_runs", "log_sweep_artifact",
            "ui_command"]
@@ -81,14 +82,16 @@ def _seeds(tags: Mapping[str, str], metrics: Mapping[str, float]) -> tuple[tuple
             tuple(metrics.get(f"test_acc.s{s}", nan) for s in seeds))
 
 
-def _row(run: Any) -> dict[str, Any]:
-    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+def _row(run: RunRecord | Any) -> dict[str, Any]:
+    """One frame row of a run: a RunRecord (`read_runs`) or an MLflow Run (get_run, search_runs)."""
+    run = run if isinstance(run, RunRecord) else RunRecord.from_run(run)
+    tags, params, metrics = run.tags, run.params, run.metrics
     nan = float("nan")
     seeds, vals, tests = _seeds(tags, metrics)
     return {
-        "run_id": run.info.run_id,
+        "run_id": run.run_id,
         "parent_run_id": tags.get("mlflow.parentRunId"),
-        "experiment_id": run.info.experiment_id,
+        "experiment_id": run.experiment_id,
         "member_id": tags.get("mentee.member_id"),
         "work": tags.get("mentee.work"),
         # runs logged before the arms: a config without mentor terms was the independent side
@@ -111,7 +114,7 @@ def _row(run: Any) -> dict[str, Any]:
         "test_accs": tests,
         "failed_seeds": _ints(tags.get("mentee.failed_seeds")),
         "config": tags.get("mentee.config"),
-        "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
+        "start_time": pd.Timestamp(run.start_time, unit="ms", tz="UTC"),
     }
 
 
@@ -133,12 +136,12 @@ def load_runs(
         ids = [exp.experiment_id]
     else:
         ids = [e.experiment_id for e in client.search_experiments(max_results=50_000)]
-    query = "tags.`mentee.kind` = 'mentee'"
+    wanted = {"mentee.kind": "mentee"}
     if parent_run_id is not None:
-        query += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
-    rows = (
-        [_row(r) for r in _search(client, ids, query, order_by=["attributes.start_time ASC"])] if ids else []
-    )
+        wanted["mlflow.parentRunId"] = parent_run_id
+    # on SQL stores a few plain queries (search/tracking/fastread.py), not search_runs' whole Run objects;
+    # the per-epoch curves are not columns (load_curves reads them)
+    rows = [_row(r) for r in read_runs(client.tracking_uri, ids, wanted, skip_metrics=("curve.",))]
     # a store written before seeds were fused may hold re-evaluation runs: seeds of another run, not mentees
     rows = [r for r in rows if r["work"] != "reeval"]
     return pd.DataFrame(rows, columns=list(RUN_COLUMNS)).astype(RUN_COLUMNS)

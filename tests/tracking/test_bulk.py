@@ -3,6 +3,7 @@ back exactly as runs written through MLflow's client do; a call that fails half-
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -136,3 +137,38 @@ def test_the_store_is_opened_once_per_uri(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert bulk._sql_store(uri) is bulk._sql_store(uri) is not None
     assert bulk._sql_store("http://127.0.0.1:5000") is None
+
+
+def test_load_runs_reads_the_same_frame_by_sql_as_by_search_runs(tmp_path, monkeypatch):
+    from search.tracking import fastread, load_runs
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("read")
+    parent = client.create_run(experiment_id, tags={"mentee.kind": "sweep"}).info.run_id
+    other = client.create_run(experiment_id, tags={"mentee.kind": "sweep"}).info.run_id
+    runs = [_run(i, parent) for i in range(8)]
+    for r in runs[:4]:  # a cohort writes its mentees with one start time: the run id breaks the tie
+        r.start_ms = 1_700_000_000_000
+    ids = create_runs(uri, experiment_id, runs)
+    create_runs(uri, experiment_id, [_run(20, other)])
+    create_runs(uri, client.create_experiment("elsewhere"), [_run(30, parent)])
+    client.delete_run(ids[5])
+    client.log_metric(ids[6], "test_acc", float("nan"))  # a NaN written by MLflow's own client reads as NaN
+    update_runs(uri, [(ids[1], [("val_acc.s2", 0.9, 0)], {"mentee.seeds": "0,1,2"})])
+
+    fast = fastread.read_runs(uri, [experiment_id], {"mentee.kind": "mentee"})
+    slow = list(fastread._by_search(client, [experiment_id], {"mentee.kind": "mentee"}))
+    assert [r.run_id for r in fast] == [r.run_id for r in slow] and len(fast) == 8
+    assert [r._replace(metrics={}) for r in fast] == [r._replace(metrics={}) for r in slow]
+    assert [sorted(r.metrics) for r in fast] == [sorted(r.metrics) for r in slow]
+    assert not any(k.startswith("curve.") for r in fastread.read_runs(uri, [experiment_id], {},
+                                                                     skip_metrics=("curve.",)) for k in r.metrics)
+
+    by_sql = {"all": load_runs(uri), "one": load_runs(uri, "read"), "sweep": load_runs(uri, parent_run_id=parent)}
+    monkeypatch.setattr(bulk, "_sql_store", lambda uri: None)  # what a server gets: search_runs, page by page
+    by_search = {"all": load_runs(uri), "one": load_runs(uri, "read"), "sweep": load_runs(uri, parent_run_id=parent)}
+    assert [len(by_sql[k]) for k in ("all", "one", "sweep")] == [9, 8, 7]
+    for k in by_sql:
+        pd.testing.assert_frame_equal(by_sql[k], by_search[k])
+    assert by_sql["sweep"].set_index("run_id").loc[ids[1], "seeds"] == (0, 1, 2)
