@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from search.config import MemberConfig
 from search.data import Splits
 from search.taps import forward_with_taps
-from search.terms import TERMS
+from search.terms import NORMALISE, TERMS
 from search.train.cache import MentorCache
 from search.train.device import autocast
 from search.train.layout import (
@@ -142,8 +142,11 @@ class FusedGroup:
         self.w_schedules = sorted({s for row in wnames for s in row} | {"constant"})
         self.w_sid = torch.tensor([[self.w_schedules.index(s) for s in row] for row in wnames],
                                   dtype=torch.long, device=device).view(K, S)
-        self.p = [{name: f32([float(o[k].params.get(name, d)) if k in o else d for o in own])
-                   for name, d in TERMS[t.kind].member_params.items()} for k, t in enumerate(slots.terms)]
+        vals = [{name: [float(o[k].params.get(name, d)) if k in o else d for o in own]
+                 for name, d in TERMS[t.kind].member_params.items()} for k, t in enumerate(slots.terms)]
+        # where no member weighs a slot relative to the label loss, the slot skips that ratio (× 1
+        # exactly in `label_scaled`): a cross-entropy less per slot and step
+        self.p = [{name: f32(v) for name, v in d.items() if name != NORMALISE or any(v)} for d in vals]
         self.lr = f32([[c.train.lr] for c in self.cfgs])
         self.wd = f32([[c.train.weight_decay] for c in self.cfgs])
         self.lr_schedules = sorted({c.train.schedule for c in self.cfgs})
