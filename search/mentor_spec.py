@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from search.config import ArchConfig
 from search.space_values import SpaceModel
@@ -39,15 +39,29 @@ class MentorArch(SpaceModel):
 class AssistantSpec(SpaceModel):
     """A teacher assistant (Mirzadeh et al. 2020): a mentor of the mentor's family, kernel and depth
     (so its tap names are the mentor's) but narrower, distilled from the mentor (label loss plus
-    `kd_weight` · KD at `temperature`) on first use and saved beside the mentor file."""
+    `kd_weight` · KD at `temperature`) on first use and saved beside the mentor file. `via`: a chain
+    for a large gap, wider assistants distilled in turn (mentor → via[0] → … → this one), each by the
+    same recipe from the one before; only the last is kept and taught from."""
 
     widths: list[int]
     epochs: int = Field(default=40, ge=1, le=MAX_EPOCHS)
     lr: float = Field(default=3e-3, gt=0, le=MAX_LR)
     kd_weight: float = Field(default=0.5, gt=0, le=1e6)
     temperature: float = Field(default=4.0, gt=0, le=1e6)
+    via: list[list[int]] = Field(default=[], max_length=8)
 
     _w = field_validator("widths")(_widths)
+
+    @field_validator("via")
+    @classmethod
+    def _via(cls, v: list[list[int]]) -> list[list[int]]:
+        return [_widths(w) for w in v]
+
+    @model_serializer(mode="wrap")
+    def _without_empty_via(self, handler):
+        # left out while empty: the space's hash and the assistant file's key stay what they were before it
+        out = handler(self)
+        return {k: v for k, v in out.items() if not (k == "via" and not v)}
 
 
 class MentorSpec(SpaceModel):

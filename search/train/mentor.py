@@ -61,19 +61,27 @@ def train_assistant(spec: MentorSpec, mentor: Mentor, splits: Splits, *, out: st
                     on_epoch: Callable[[int, int], None] | None = None) -> tuple[Mentor, dict[str, float]]:
     """A teacher assistant (`spec.assistant`: Mirzadeh et al. 2020): the mentor's family, kernel and
     depth at the assistant's widths, trained with the mentor's recipe on labels plus KD from the
-    mentor's logits. `mentor` must be on `splits`' device."""
+    mentor's logits. With `via`, a chain: each assistant of `via` in turn, then this one, each
+    distilled from the one before (only the last is saved to `out`). `mentor` must be on `splits`' device."""
     a = spec.assistant
     if a is None or mentor.spec.get("kind") != "family":
         raise UserError("a teacher assistant needs mentor.assistant and a mentor of one of our families")
     m = ArchConfig.from_dict(mentor.spec["arch"])
-    if len(a.widths) != m.depth:
-        raise UserError(f"mentor.assistant.widths: expected {m.depth} widths (the mentor file's depth), "
-                        f"got {len(a.widths)}")
-    arch = ArchConfig(m.family, tuple(a.widths), m.kernel, m.batch_norm)
-    cache = MentorCache.build(mentor, splits.x_train, [])  # the mentor's logits: the soft targets
+    for field, widths in [*((f"via[{i}]", w) for i, w in enumerate(a.via)), ("widths", a.widths)]:
+        if len(widths) != m.depth:
+            raise UserError(f"mentor.assistant.{field}: expected {m.depth} widths (the mentor file's depth), "
+                            f"got {len(widths)}")
     kd = TermConfig("kd", float(a.kd_weight), {"temperature": float(a.temperature)})
-    return train_mentor(arch, splits, epochs=a.epochs, lr=a.lr, batch_size=spec.batch_size, seed=spec.seed,
-                        out=out, on_epoch=on_epoch, terms=(kd,), cache=cache)
+    teacher, metrics = mentor, dict[str, float]()
+    for i, widths in enumerate([*a.via, a.widths]):
+        arch = ArchConfig(m.family, tuple(widths), m.kernel, m.batch_norm)
+        cache = MentorCache.build(teacher, splits.x_train, [])  # the teacher's logits: the soft targets
+        last = i == len(a.via)
+        teacher, metrics = train_mentor(arch, splits, epochs=a.epochs, lr=a.lr, batch_size=spec.batch_size,
+                                        seed=spec.seed, out=out if last else None, on_epoch=on_epoch, terms=(kd,),
+                                        cache=cache)
+        teacher.model.to(splits.x_train.device)  # the next step's teacher, where the data is
+    return teacher, metrics
 
 
 def checkpoint_versions(spec: MentorSpec) -> list[str]:

@@ -39,3 +39,18 @@ def test_the_assistant_is_trained_once_and_its_file_reused(ray_local, tmp_path):
     final_only = parse_space({**space.model_dump(), "mentor": {**space.mentor.model_dump(), "teacher": "final"}})
     assert mentor_outputs(final_only, plan, gpus=0)["trained_assistant"] is None  # not a teacher: not made
     assert len(list(tmp_path.glob("m.pt.assistant-*.pt"))) == 1
+
+
+def test_a_chain_of_assistants_is_another_assistant_file_and_no_chain_keeps_the_old_one(tmp_path):
+    from pathlib import Path
+
+    from search.sweep.mentor import _assistant_path
+
+    mentor = {"path": str(tmp_path / "m.pt"), "arch": {"widths": [8, 8, 8]}, "teacher": ["final", "assistant"]}
+    base = {"dataset": {"name": "mnist1d", "n_samples": 300}, "mentee": {"depth": [1, 2], "width": [4]},
+            "terms": {"kd": {"enabled": [False, True]}}}
+    one = parse_space({**base, "mentor": {**mentor, "assistant": {"widths": [4, 4, 4]}}})
+    empty = parse_space({**base, "mentor": {**mentor, "assistant": {"widths": [4, 4, 4], "via": []}}})
+    chain = parse_space({**base, "mentor": {**mentor, "assistant": {"widths": [4, 4, 4], "via": [[6, 6, 6]]}}})
+    path = Path(mentor["path"])
+    assert _assistant_path(path, b"m", one) == _assistant_path(path, b"m", empty) != _assistant_path(path, b"m", chain)

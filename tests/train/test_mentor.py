@@ -63,3 +63,26 @@ def test_a_mentor_file_without_the_checkpoint_a_space_teaches_from_is_one_line(m
     assert "\n" not in str(e.value) and "move the file away" in str(e.value)
     unused = MentorSpec(path=spec.path, arch=MentorArch(widths=[8, 8]), epochs=2, checkpoints=[1])
     assert mentor_from_spec(unused, mnist1d_small) is not None  # kept, but no teacher asks for it
+
+
+def test_a_chain_of_assistants_distils_each_from_the_one_before(mnist1d_small, tmp_path):
+    """mentor → via[0] → the assistant: each step one training of `epochs`, only the last saved; an
+    empty chain leaves the spec's dump (its hash, the assistant file's key) as it was."""
+    from search.spaces import AssistantSpec
+    from search.train.mentor import train_assistant
+
+    mentor, _ = train_mentor(ArchConfig("conv1d", (16, 16, 16), 5, True), mnist1d_small, epochs=1)
+    spec = MentorSpec(path=str(tmp_path / "m.pt"), arch=MentorArch(widths=[16, 16, 16]), epochs=1,
+                      assistant=AssistantSpec(widths=[4, 4, 4], epochs=2, via=[[8, 8, 8]]))
+    epochs: list[int] = []
+    out = tmp_path / "a.pt"
+    chained, _ = train_assistant(spec, mentor, mnist1d_small, out=out, on_epoch=lambda e, n: epochs.append(e))
+    assert len(epochs) == 4  # two steps of 2 epochs
+    assert tuple(load_mentor(out).spec["arch"]["widths"]) == (4, 4, 4) and chained.model.layer1[0].weight.shape[0] == 4
+    direct = MentorSpec(**{**spec.model_dump(), "assistant": AssistantSpec(widths=[4, 4, 4], epochs=2)})
+    alone, _ = train_assistant(direct, mentor, mnist1d_small)
+    assert not torch.equal(alone.model.layer1[0].weight, chained.model.layer1[0].weight)  # another teacher
+    assert "via" not in direct.assistant.model_dump() and spec.assistant.model_dump()["via"] == [[8, 8, 8]]
+    bad = MentorSpec(**{**spec.model_dump(), "assistant": AssistantSpec(widths=[4, 4, 4], via=[[8, 8]])})
+    with pytest.raises(UserError, match=r"mentor.assistant.via\[0\]: expected 3 widths"):
+        train_assistant(bad, mentor, mnist1d_small)
