@@ -25,7 +25,7 @@ CONNECT_SECONDS = 3.0  # a server on the same network answers a connection in mi
 # SQLAlchemy's database drivers: the one a scheme uses by default, and by its `+driver` name → the
 # module it imports and the package that provides it
 _DRIVERS = {
-    "postgresql": ("psycopg2", "psycopg2-binary"), "postgresql+psycopg2": ("psycopg2", "psycopg2-binary"),
+    "postgresql": ("psycopg", "psycopg[binary]"), "postgresql+psycopg2": ("psycopg2", "psycopg2-binary"),
     "postgresql+psycopg": ("psycopg", "psycopg[binary]"), "postgresql+pg8000": ("pg8000", "pg8000"),
     "mysql": ("MySQLdb", "mysqlclient"), "mysql+mysqldb": ("MySQLdb", "mysqlclient"),
     "mysql+pymysql": ("pymysql", "pymysql"), "mysql+mysqlconnector": ("mysql.connector", "mysql-connector-python"),
