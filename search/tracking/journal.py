@@ -25,8 +25,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from search.config import MemberResult, WorkItem
 
 __all__ = ["ResultJournal"]
@@ -92,6 +90,8 @@ class ResultJournal:
             state = None
             if e["weights"]:
                 if e["weights"] not in files:
+                    import torch  # here, not at import: the driver's start-up and reading back need none
+
                     files[e["weights"]] = torch.load(self.dir / e["weights"], weights_only=True)
                 state = files[e["weights"]][e["member_id"]]
             out.append((WorkItem.from_dict(e["item"]), MemberResult.from_dict(e["result"], state), e["node_id"]))
@@ -123,6 +123,8 @@ class ResultJournal:
 
 
 def _save(states: dict[str, dict[str, Any]], path: Path) -> None:
+    import torch  # here, not at import: the driver's start-up and reading back need none
+
     tmp = path.with_suffix(".tmp")
     torch.save({m: {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in s.items()} for m, s in states.items()},
                tmp)

@@ -12,17 +12,19 @@ import pickle
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import pandas as pd
-import torch
 from mlflow.exceptions import MlflowException
 
 from search.config import COST_AXES, MemberConfig, seed_member_id
 from search.errors import UserError
 from search.tracking.fastread import RunRecord, read_runs
 from search.tracking.mlflow import _client, _get_run, resolve_uri
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["RUN_COLUMNS", "experiment_id", "load_arch", "load_curves", "load_member", "load_runs", "log_sweep_artifact",
            "ui_command"]
@@ -161,6 +163,8 @@ def load_member(uri: str | None, run_id: str) -> tuple[MemberConfig, dict[str, t
     beside the mentee's means `mentee_val_acc`/`mentee_test_acc`). Weights live in one file per
     write batch under the parent run's `weights/` (tag `mentee.weights`); runs written before
     that carry their own `config.json` and `mentee.pt`."""
+    import torch  # here, not at import: `pareto`, `pick` and `dashboard` read runs without it
+
     client = _client(uri, must_exist=True)
     run = _get_run(client, run_id)
     tags, metrics = run.data.tags, run.data.metrics
