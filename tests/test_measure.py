@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import onnx
 import pytest
@@ -184,12 +186,14 @@ def test_training_memory_by_hand():
     # Linear(10, 5), batch 4, AdamW: weights 55·4 = 220 B, grads 220, two moments 440.
     # Saved for backward: the input batch 4·10·4 = 160, log_softmax's output 4·5·4 = 80 (read again by
     # nll_loss: one storage), the int64 targets 4·8 = 32 and nll_loss's fp32 total weight 4 → 276.
+    # In flight in backward: twice the largest saved tensor (the input batch, 160).
     m = training_memory(nn.Linear(10, 5), (10,), 4)
-    assert m == {"weights": 220, "gradients": 220, "optimizer": 440, "activations": 276, "total": 1156}
+    assert m == {"weights": 220, "gradients": 220, "optimizer": 440, "activations": 276, "backward": 320,
+                 "total": 1476}
     # Linear 10→8, ReLU, Linear 8→5 with SGD: weights (88 + 45)·4 = 532, grads 532, no state; ReLU saves
     # its output 4·8·4 = 128, which the second Linear saves too (counted once): 160 + 128 + 80 + 32 + 4.
     net = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 5))
-    assert training_memory_bytes(net, (10,), 4, "sgd") == 532 + 532 + 404
+    assert training_memory_bytes(net, (10,), 4, "sgd") == 532 + 532 + 404 + 2 * 160
     net[0].weight.requires_grad_(False)  # frozen: no gradient, no optimiser state
     assert training_memory(net, (10,), 4, "adamw")["gradients"] == 532 - 320
     with pytest.raises(ValueError, match="optimizer"):
@@ -204,3 +208,42 @@ def test_training_memory_grows_with_batch_and_leaves_model_alone():
     assert not net.training
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k  # the train-mode forward ran on a copy
+
+
+def torch_peak_bytes(net: nn.Module, input_shape: tuple[int, ...], batch: int) -> int:
+    """torch's own measure: the CPU memory timeline of its profiler (every tensor by category, op by op)
+    over one AdamW training step after a first one made the gradients and the optimiser state."""
+    import json
+    import warnings
+
+    torch.manual_seed(0)
+    net = net.train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    x, y = torch.randn(batch, *input_shape), torch.randint(0, 10, (batch,))
+
+    def step():
+        opt.zero_grad(set_to_none=False)
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True,
+                                record_shapes=True, with_stack=True) as prof:
+        step()
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+        warnings.simplefilter("ignore", FutureWarning)  # deprecated for CUDA's snapshots; the CPU's only view
+        prof.export_memory_timeline(f"{tmp}/timeline.json", device="cpu")
+        _, sizes = json.loads(Path(f"{tmp}/timeline.json").read_text())
+    return max(sum(s) for s in sizes)
+
+
+@pytest.mark.parametrize("arch,shape", [
+    (ArchConfig("conv1d", (8, 16), 5, True), (1, 40)),
+    (ArchConfig("conv2d", (8, 16), 3, True), (1, 28, 28)),
+    (ArchConfig("mlp", (64, 32), 1, False), (1, 40)),
+], ids=["conv1d", "conv2d", "mlp"])
+def test_training_memory_within_15_percent_of_torchs_measured_peak(arch, shape):
+    """What a device profile's `train` budget is checked with, against what torch measures on the CPU."""
+    net = create_mentee(arch, shape, 10)
+    est = training_memory_bytes(net, shape, 64, "adamw")
+    peak = torch_peak_bytes(net, shape, 64)
+    assert abs(est / peak - 1) <= 0.15, (est, peak, est / peak)
