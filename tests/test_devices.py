@@ -113,6 +113,11 @@ def test_unknown_device_names_the_closest():
     ("d:\n  sram: [1\n", "malformed YAML at line 3"),
     ("D!:\n  sram: 1KB\n", "device name 'D!': expected lower-case letters"),
     ("d:\n  description: [a]\n", "key 'd.description': expected text, got a list"),
+    ("d:\n  train: {limit: 1MiB, optimizer: lion}\n", "key 'd.train.optimizer': expected one of sgd, "),
+    ("d:\n  train: {limit: 1MiB, batch_size: 0}\n", "key 'd.train.batch_size': expected an integer ≥ 1, got 0"),
+    ("d:\n  train: {limit: 1MiB, batchsize: 8}\n", "key 'd.train.batchsize': unknown key; expected one of limit, "
+                                                    "batch_size, optimizer"),
+    ("d:\n  train: {batch_size: 8}\n", "key 'd.train': missing 'limit'"),
     ("d: !!python/object/apply:os.system ['true']\n", "malformed YAML"),  # safe_load refuses objects
 ])
 def test_bad_files_one_line_naming_file_and_field(tmp_path, text, message):
@@ -127,3 +132,36 @@ def test_bad_files_one_line_naming_file_and_field(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(UserError, match="devices.yaml: device file not found"):
         load_devices(tmp_path / "devices.yaml")
+
+
+def test_a_training_budget_reads_the_memory_at_its_batch_and_optimiser(tmp_path):
+    from search.devices import OPTIMIZERS
+    from search.measure import _OPTIMIZER_STATE
+
+    assert set(OPTIMIZERS) == set(_OPTIMIZER_STATE)  # the profile accepts what measure knows
+    d = load_devices(write(tmp_path, "d:\n  train: {limit: 64KiB, batch_size: 16, optimizer: sgd}\n"))["d"]
+    assert (d.train.limit, d.train.batch_size, d.train.optimizer) == (64 * 1024, 16, "sgd")
+    assert d.train.axis == "train_bytes.b16.sgd" and d.budget(d.train.axis).limit == 64 * 1024
+    assert d.fits({d.train.axis: 60_000}) and not d.fits({d.train.axis: 70_000})
+    assert str(d.check({})[0]) == "train_bytes.b16.sgd: not measured (the budget is 64 KiB)"
+    assert load_devices()["phone"].train.optimizer == "adamw"
+
+
+def test_pick_for_a_device_respects_its_training_budget(tmp_path):
+    """Only mentees whose training fits the budget are picked: the most accurate one here does not."""
+    from search.config import ArchConfig
+    from search.measure import training_memory_bytes
+    from search.models import create_mentee
+    from search.results.costs import with_training_memory
+    from search.results.pick import pick_for_device
+
+    archs = {"small": ArchConfig("conv1d", (4,), 5, False), "big": ArchConfig("conv1d", (32, 32), 5, False)}
+    need = {k: training_memory_bytes(create_mentee(a, (1, 40), 10), (1, 40), 32, "sgd") for k, a in archs.items()}
+    limit = (need["small"] + need["big"]) // 2
+    d = load_devices(write(tmp_path, f"d:\n  train: {{limit: {limit}, batch_size: 32, optimizer: sgd}}\n"))["d"]
+    runs = pd.DataFrame({"run_id": ["r-big", "r-small"], "arch_key": ["big", "small"], "status": "finished",
+                         "val_acc": [0.9, 0.7], "params": [2000, 100], "bytes_int8": [2000, 100], "macs": [1, 1]})
+    runs = with_training_memory(runs, d, lambda rid: (archs[rid[2:]], {"input_shape": (1, 40), "num_classes": 10}))
+    assert list(runs[d.train.axis]) == [need["big"], need["small"]]
+    row, _ = pick_for_device(runs, d)
+    assert row["run_id"] == "r-small"
