@@ -200,13 +200,21 @@ class Driver:
         if failed:
             self.take(failed)
 
-    def write(self, groups: list[list[Member]]) -> None:
+    def write(self, groups: list[list[Member]], again: bool = False) -> None:
         """MLflow first (one bulk write for the batch), then Optuna: a mentee told to Optuna is
         always in MLflow, which is what resume relies on. Runs on the writer thread, so training
-        never waits for it. A re-evaluation's seeds are added to their mentee's run."""
+        never waits for it. A re-evaluation's seeds are added to their mentee's run. `again`: this
+        batch failed before (a server that died mid-write may have stored some of it): what the
+        store already holds is not written twice."""
         records = [MenteeRecord.of(g) for g in groups]
+        held = self.tracker.recorded_mentees(self.parent_run_id) if again else {}
         new, added = [], []
         for rec in records:
+            if rec.mentee_id in held and (rec.kind is not WorkKind.REEVAL or set(rec.seeds) <= held[rec.mentee_id][1]):
+                self.run_ids[rec.mentee_id] = held[rec.mentee_id][0]
+                if rec.kind is not WorkKind.REEVAL:
+                    new.append((rec, None))  # told to Optuna below, not written
+                continue
             if rec.kind is WorkKind.REEVAL:
                 added.append((self.run_ids[rec.mentee_id], rec))
                 continue
@@ -217,7 +225,8 @@ class Driver:
             elif rec.kind is WorkKind.TWIN:
                 tags["mentee.arm"] = "independent"
             new.append((rec, tags))
-        for (rec, _), run_id in zip(new, self.tracker.log_mentees(self.parent_run_id, new)):
+        to_write = [(rec, tags) for rec, tags in new if tags is not None]
+        for (rec, _), run_id in zip(to_write, self.tracker.log_mentees(self.parent_run_id, to_write)):
             self.run_ids[rec.mentee_id] = run_id
         self.tracker.add_seeds(self.parent_run_id, added)
         for rec, _ in new:
@@ -328,7 +337,7 @@ class _Writer:
         since, delay = None, 1.0
         while True:
             try:
-                self.fn(groups)
+                self.fn(groups, since is not None)
                 break
             except TrackingUnavailable as e:
                 if self.journal is None:

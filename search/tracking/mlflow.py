@@ -380,18 +380,26 @@ class SweepTracker:
         each of its seeds (`17@s2`): resume skips them. A child still RUNNING was cut off mid-log (the
         driver died): it is deleted here, so its mentee is trained and logged again and ends with exactly
         one run."""
-        found = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
         done = set()
+        for mid, (_, seeds) in self.recorded_mentees(parent_run_id).items():
+            done.add(mid)
+            done.update(seed_member_id(mid, s) for s in seeds)
+        return done
+
+    def recorded_mentees(self, parent_run_id: str) -> dict[str, tuple[str, set[int]]]:
+        """Mentee id → (its run id, every seed it holds, failed ones too: they were trained) for the
+        children logged completely under the parent; children still RUNNING are deleted (see above)."""
+        found = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+        out: dict[str, tuple[str, set[int]]] = {}
         for r in _search(self.client, [self.experiment_id], found):
             if r.info.status == "RUNNING":
                 self.client.delete_run(r.info.run_id)
             elif "mentee.member_id" in r.data.tags:
                 tags = r.data.tags
-                mid = tags["mentee.member_id"]
-                done.add(mid)
-                for key in ("mentee.seeds", "mentee.failed_seeds"):  # a failed seed was trained too
-                    done.update(seed_member_id(mid, int(x)) for x in tags.get(key, "").split(",") if x)
-        return done
+                seeds = {int(x) for key in ("mentee.seeds", "mentee.failed_seeds")
+                         for x in tags.get(key, "").split(",") if x}
+                out[tags["mentee.member_id"]] = (r.info.run_id, seeds)
+        return out
 
     def find_sweep(self, experiment: str | None = None) -> str | None:
         """Latest sweep of the experiment that did not finish (RUNNING, FAILED or KILLED), if any."""
