@@ -105,3 +105,30 @@ def test_logit_term_fused_equals_alone(mnist1d_small, cache, kind, params):
         assert torch.allclose(fused[1].state_dict[k], v, rtol=1e-4, atol=1e-5), k
     plain, = train_cohort([me.twin()], mnist1d_small)
     assert not torch.equal(plain.state_dict["layer1.0.weight"], alone.state_dict["layer1.0.weight"])
+
+
+def test_a_space_offers_dkd_and_dist_with_their_numbers_searched_and_weights_relative_to_the_label_loss():
+    import optuna
+
+    from search.spaces import parse_space
+    from search.sweep.suggest import suggest_member
+
+    space = parse_space({
+        "dataset": {"name": "mnist1d", "n_samples": 300}, "mentee": {"depth": [3], "width": [4]},
+        "terms": {"dkd": {"enabled": [False, True], "beta": {"low": 1.0, "high": 8.0}, "normalise": True},
+                  "dist": {"enabled": True, "weight": 0.5, "temperature": [1.0, 4.0]}}})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        study.enqueue_trial({"arm": "mentored"})
+        trial = study.ask()
+        terms = {t.kind: t for t in suggest_member(trial, space).terms}
+        assert terms["dist"].weight == 0.5 and "normalise" not in terms["dist"].params
+        assert terms["dist"].params["temperature"] == trial.params["dist.temperature"]
+        if "dkd" in terms:
+            p = terms["dkd"].params
+            assert p["normalise"] == 1.0 and p["alpha"] == 1.0 and p["beta"] == trial.params["dkd.beta"]
+            assert 1.0 <= p["beta"] <= 8.0
+        seen.add("dkd" in terms)
+        study.tell(trial, 0.5)
+    assert seen == {False, True}
