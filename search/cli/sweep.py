@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from search.cli._app import URI_HELP, _friendly, app
+from search.cli._app import URI_HELP, _friendly, app, sweep_paths_ok
 
 
 @app.command()
@@ -31,6 +31,8 @@ def sweep(
         from search.devices import load_devices
         load_devices(devices)  # its own errors name the file, not the space's key
     sp = load_space(space, devices=devices)  # validate before importing Ray and torch: a bad file fails in a blink
+    sweep_paths_ok(workdir, tracking_uri, resume)  # a file as --workdir, --resume of a store never made
+    from search.sweep.faults import watch_for_node_death
     from search.sweep.plan import plan_sweep
     from search.sweep.run import run_sweep
 
@@ -43,6 +45,7 @@ def sweep(
         from rich.console import Console
         Console().print(t)
         return
+    watch_for_node_death()  # a Ray node death ends the driver from C++: the parent says --resume, exit 75
     summary = run_sweep(sp, tracking_uri=tracking_uri, address=address, workdir=workdir, storage=storage,
                         resume=resume, where=str(space))
     typer.echo(f"sweep '{summary.experiment}' done in {summary.seconds:.1f} s: {summary.finished} finished, "

@@ -35,6 +35,7 @@ from search.config import MemberConfig, WorkKind
 from search.errors import SweepInterrupted, UserError
 from search.spaces import SearchSpace, space_hash
 from search.sweep.driver import Driver, MenteeBudget, SweepSummary
+from search.sweep.faults import raise_if_node_died, warn_if_unauthenticated
 from search.sweep.mentor import mentor_outputs
 from search.sweep.plan import plan_sweep, trial_payload
 from search.sweep.racing import race
@@ -117,6 +118,9 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
         try:
             tuner.fit()
             t_drain = time.perf_counter()
+        except Exception as e:
+            raise_if_node_died(e)  # the driver's Ray node died: one line, exit 75, --resume (sweep/faults.py)
+            raise
         finally:
             driver.writer.close()  # everything trained is in MLflow before we return (or die)
     summary.seconds = time.perf_counter() - t0
@@ -190,6 +194,7 @@ def connect_ray(address: str | None) -> dict[str, float]:
             raise
         raise UserError(f"--address {address}: no Ray cluster answers there ({str(e).splitlines()[0][:160]})") from None
     logging.getLogger("ray.tune").setLevel(logging.ERROR)  # results live in MLflow, not result.json
+    warn_if_unauthenticated(address)  # one line if the cluster it joined takes anyone's jobs (sweep/faults.py)
     return dict(ray.cluster_resources())
 
 

@@ -8,6 +8,9 @@ the driver queues again what a dead trial held.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -17,6 +20,7 @@ import torch
 import yaml
 
 from search.spaces import load_space
+from search.sweep.faults import NODE_DIED
 from search.tracking import load_runs
 
 SPACE = {
@@ -97,3 +101,56 @@ def test_a_lost_worker_node_costs_no_mentee(cluster, tmp_path):
     runs = load_runs(uri, parent_run_id=s.parent_run_id)
     assert (runs.status == "finished").all() and runs.member_id.is_unique  # 0 lost, 0 recorded twice
     assert len(runs) == s.planned or len(runs) >= space.budget.mentees
+
+
+def _recorded(db) -> int:
+    """Mentee runs in the sqlite store, read from its file (the sweep's own process writes it)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            return con.execute("select count(*) from tags where key = 'mentee.kind' and value = 'mentee'").fetchone()[0]
+    except sqlite3.Error:  # not made yet, or being migrated
+        return 0
+
+
+def _sweep(space_file, db, *extra) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")}
+    return subprocess.Popen([sys.executable, "-m", "search.cli", "sweep", str(space_file), "--tracking-uri", str(db),
+                             "--workdir", str(space_file.parent / "runs"), *extra], cwd=space_file.parent, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_dead_driver_node_says_resume_and_resume_finishes(tmp_path):
+    """The raylet of the driver's own node is killed mid-sweep: one line, exit 75, `--resume` named;
+    the resume (on a Ray that lives) finishes every mentee, none twice."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    space_file = tmp_path / "dead-node.yaml"
+    space_file.write_text(yaml.safe_dump({**SPACE, "name": "dead-node", "budget": {**SPACE["budget"], "seeds": 1},
+                                          "mentor": {**SPACE["mentor"], "path": str(tmp_path / "m.pt")}}))
+    db = tmp_path / "mlflow.db"
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    try:
+        proc = _sweep(space_file, db, "--address", c.address)
+        while _recorded(db) < 1:  # progress, not the clock: the first cohort is in MLflow
+            assert proc.poll() is None, f"the sweep ended before the kill: {proc.communicate()[1][-3000:]}"
+            time.sleep(0.2)
+        c.head_node.kill_raylet()
+        _, err = proc.communicate(timeout=600)
+    finally:
+        c.shutdown()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert proc.returncode == 75, f"exit {proc.returncode}\n{err[-3000:]}"
+    # the progress bar and Ray's own log lines of the failed trials come before it; the last line says what to do
+    # (Ray's C++ side ends the driver itself: the parent process says it; a Python-level error says it so)
+    assert lines[-1] == NODE_DIED or lines[-1].startswith("interrupted: the Ray node of this sweep died"), err[-3000:]
+    before = _recorded(db)
+    assert 1 <= before < SPACE["budget"]["mentees"]
+    resumed = _sweep(space_file, db, "--resume", "--address", "local")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    runs = load_runs(f"sqlite:///{db}", "dead-node")
+    assert len(runs) == SPACE["budget"]["mentees"] and runs.member_id.is_unique, runs[["member_id", "status"]]
