@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from search.cli._app import _console, _friendly, _number, _widths, app, mentor_app
+from search.cli._app import _console, _friendly, _number, _widths, app, mentor_app, writable_file
 from search.errors import UserError
 
 
@@ -52,8 +52,7 @@ def mentor_train(
         for flag, v, low in (("--epochs", epochs, 1), ("--kernel", kernel, 1)):
             _number(flag, v, low=low)
         _number("--lr", lr, low=0, strict=True)
-    if out.is_dir():  # found now, not when the trained mentor is saved
-        raise UserError(f"{out}: is a directory; expected the mentor file to write, e.g. {out / 'mentor.pt'}")
+    writable_file(out, "--out" if space is None else f"{space}: key 'mentor.path'")  # now, not after training
     splits = load_dataset(dataset, root=root, n_samples=n_samples, seed=seed)
     dev = pick_device(device)
     if workers > 1:  # data-parallel: Ray Train workers, NCCL on GPUs, gloo on CPUs
