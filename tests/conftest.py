@@ -86,3 +86,41 @@ def mlflow_server(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+# ----------------------------------------------------------------- a missing browser is never a silent skip
+# The browser tests skip where Chromium is missing. That skip is named at the end of the run, with how to
+# install it; where the browser is required (CI, `.ci/run`: CI=true or MENTEE_REQUIRE_BROWSER=1) it fails
+# the run, so a CI machine that lost its browser never passes with the browser tests unrun.
+_BROWSER_SKIPS: list[str] = []
+
+
+def _browser_required() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true") or os.environ.get("MENTEE_REQUIRE_BROWSER") == "1"
+
+
+def _note_browser_skip(report) -> None:
+    if report.skipped and "chromium" in str(report.longrepr).lower():
+        _BROWSER_SKIPS.append(report.nodeid)
+
+
+def pytest_collectreport(report):
+    _note_browser_skip(report)
+
+
+def pytest_runtest_logreport(report):
+    _note_browser_skip(report)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _BROWSER_SKIPS:
+        verdict = "FAILED: the browser is required here" if _browser_required() else "skipped"
+        terminalreporter.write_line(
+            f"browser tests {verdict} ({len(_BROWSER_SKIPS)}: {', '.join(_BROWSER_SKIPS)}): no Chromium on this "
+            "machine; install it with `apt-get install -y chromium` (Debian/Ubuntu)", red=True, bold=True)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    if _BROWSER_SKIPS and _browser_required() and session.exitstatus in (0, 5):  # 5: nothing else ran
+        session.exitstatus = 1

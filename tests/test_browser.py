@@ -21,9 +21,9 @@ from search.results.dashboard import build_dashboard, write_dashboard
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 if CHROMIUM is None:
-    if os.environ.get("CI"):
-        raise RuntimeError("CI: /usr/bin/chromium is missing; .ci/run installs Debian's chromium package")
-    pytest.skip("no chromium here (apt-get install -y chromium)", allow_module_level=True)
+    # named at the end of the run with how to install it; where the browser is required (CI, .ci/run) the
+    # skip fails the run (tests/conftest.py)
+    pytest.skip("no Chromium here: apt-get install -y chromium", allow_module_level=True)
 
 
 def chromium(tmp_path, url: str, *extra: str) -> str:
