@@ -28,9 +28,9 @@ from search.cli.ui import experiment_url
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 if CHROMIUM is None:
-    if os.environ.get("CI"):
-        raise RuntimeError("CI: /usr/bin/chromium is missing; .ci/run installs Debian's chromium package")
-    pytest.skip("no chromium here (apt-get install -y chromium)", allow_module_level=True)
+    # named at the end of the run with how to install it; where the browser is required (CI, .ci/run) the
+    # skip fails the run (tests/conftest.py)
+    pytest.skip("no Chromium here: apt-get install -y chromium", allow_module_level=True)
 
 REPO = Path(__file__).resolve().parents[1]
 
