@@ -25,7 +25,7 @@ from search.errors import UserError, did_you_mean
 
 __all__ = [
     "register_family", "family_names", "create_mentee", "Mentee", "logical_shapes",
-    "create_template", "Exits", "exit_key", "centred_dims", "fuse_class", "step_cost",
+    "create_template", "Exits", "exit_key", "centred_dims", "fuse_class", "step_cost", "layer_shapes",
 ]
 
 _FAMILIES: dict[str, Callable[..., Mentee]] = {}
@@ -271,6 +271,22 @@ def step_cost(arch: ArchConfig, input_shape: Sequence[int], num_classes: int,
         macs = sum(a * b for a, b in zip(dims, dims[1:])) + sum(arch.widths[d - 1] * num_classes for d in exits)
         return sum(arch.widths) + macs / 1000
     return float(sum(p.numel() for p in create_mentee(arch, input_shape, num_classes).parameters()))
+
+
+def layer_shapes(arch: ArchConfig, input_shape: Sequence[int], num_classes: int) -> dict[str, tuple[int, ...]] | None:
+    """Per-sample output shape of every tap of a built-in family's `arch` (`layerN`, `head`), by
+    arithmetic: what a forward pass would give, without building or running the net (a fused
+    group needs the taps of hundreds of members). None for other families: run one then."""
+    if arch.family in ("conv1d", "conv2d"):
+        spatial, out = tuple(input_shape[1:]), {}
+        for i, w in enumerate(arch.widths):
+            stride = 1 if i == 0 else 2
+            spatial = tuple((s + 2 * (arch.kernel // 2) - arch.kernel) // stride + 1 for s in spatial)
+            out[f"layer{i + 1}"] = (w, *spatial)
+        return {**out, "head": (num_classes,)}
+    if arch.family == "mlp":
+        return {**{f"layer{i + 1}": (w,) for i, w in enumerate(arch.widths)}, "head": (num_classes,)}
+    return None
 
 
 def logical_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -33,7 +33,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from search.config import ArchConfig, MemberConfig, TermConfig
-from search.models import centred_dims, create_mentee, create_template, exit_key, fuse_class, logical_shapes, step_cost
+from search.models import (
+    centred_dims,
+    create_mentee,
+    create_template,
+    exit_key,
+    fuse_class,
+    layer_shapes,
+    logical_shapes,
+    step_cost,
+)
 from search.taps import forward_with_taps, tap_shapes
 from search.terms import TERMS, LossTerm
 
@@ -76,7 +85,7 @@ def build_member(arch: ArchConfig, slots: Sequence[TermConfig], input_shape: Seq
     net = create_template(arch, input_shape, num_classes, ex) if exits else create_mentee(arch, input_shape,
                                                                                          num_classes)
     wanted = tuple(dict.fromkeys(s for t in slots for s in TERMS[t.kind].student_taps(t.params)))
-    shapes = dict(zip(wanted, _tap_shapes(net, arch, ex, wanted, input_shape)))
+    shapes = dict(zip(wanted, _tap_shapes(arch, ex, wanted, input_shape, num_classes, net)))
     terms = []
     for i, t in enumerate(slots):
         into = merged[i] if i < len(merged) else None
@@ -85,12 +94,20 @@ def build_member(arch: ArchConfig, slots: Sequence[TermConfig], input_shape: Seq
     return MenteeWithTerms(net, terms)
 
 
-def _tap_shapes(net: nn.Module | None, arch: ArchConfig, exits: tuple[int, ...], taps: tuple[str, ...],
-                input_shape: Sequence[int], num_classes: int = 0) -> list[tuple[int, ...]]:
+def _tap_shapes(arch: ArchConfig, exits: tuple[int, ...], taps: tuple[str, ...], input_shape: Sequence[int],
+                num_classes: int, net: nn.Module | None = None) -> list[tuple[int, ...]]:
+    """Per-sample shapes of the taps of `arch` with `exits` (`net`, if built), cached: by
+    arithmetic for the built-in families (`models.layer_shapes`), else one forward of one sample
+    (on a busy CPU ~10 ms a net: cohorts build hundreds)."""
     key = (arch, exits, taps, tuple(input_shape))
-    if key not in _SHAPES:  # a forward pass per member adds up in cohorts of hundreds
+    if key not in _SHAPES:
+        known = layer_shapes(arch, input_shape, num_classes)
+        if known is not None and all(t in known for t in taps):
+            _SHAPES[key] = [known[t] for t in taps]
+            return _SHAPES[key]
         if net is None:
-            net = create_template(arch, input_shape, num_classes, exits)
+            with torch.random.fork_rng(devices=[]):  # built to be measured: draws no one's numbers
+                net = create_template(arch, input_shape, num_classes, exits)
         _SHAPES[key] = tap_shapes(net, taps, tuple(input_shape))
     return _SHAPES[key]
 
@@ -224,7 +241,7 @@ def plan_slots(cfgs: Sequence[MemberConfig], arch: ArchConfig, exits: tuple[int,
             if getattr(cls, "merges_students", False):
                 (student,), (teacher,) = cls.student_taps(t.params), cls.mentor_taps(t.params)
                 if student not in shapes:
-                    shapes[student] = _tap_shapes(None, arch, exits, (student,), input_shape, num_classes)[0]
+                    shapes[student] = _tap_shapes(arch, exits, (student,), input_shape, num_classes)[0]
                 into = projected_input(shapes[student], mentor_shapes[teacher])
                 if into is not None:
                     base = ("merged", cls.slot(TermConfig(t.kind, t.weight, {**t.params, "student": None})),

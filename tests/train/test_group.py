@@ -7,7 +7,8 @@ import torch
 
 from search.config import ArchConfig, MemberConfig, TermConfig, TrainConfig
 from search.data import Splits
-from search.models import create_mentee, create_template, fuse_class
+from search.models import create_mentee, create_template, fuse_class, layer_shapes
+from search.taps import tap_shapes
 from search.train.cache import MentorCache
 from search.train.cohort import train_cohort
 from search.train.group import FusedGroup, plan_groups, sample_order
@@ -73,6 +74,18 @@ def test_hints_on_every_depth_share_one_slot(mnist1d_small, mentor):
     assert g.owners[1] is not None and g.owners[1].tolist() == [0, 2, 1]
     g.train_epoch(mnist1d_small, cache, 0)
     assert torch.isfinite(g.loss_hist[0]).all()
+
+
+@pytest.mark.parametrize("family,shape", [("conv1d", (1, 40)), ("conv1d", (3, 23)), ("conv2d", (1, 9, 10)),
+                                           ("mlp", (1, 40))])
+def test_tap_shapes_by_arithmetic_are_those_of_a_forward_pass(family, shape):
+    """Groups take their members' tap shapes from `layer_shapes` (no net built or run): every tap's,
+    for kernels 3 to 6 and 1-3 layers, equals a forward pass through the net and its template."""
+    for kernel in (3, 4, 5, 6):
+        for widths in [(4,), (8, 3), (5, 16, 7)]:
+            arch = ArchConfig(family, widths, kernel)
+            for net in (create_mentee(arch, shape, 10), create_template(arch, shape, 10, exits=(1, len(widths)))):
+                assert layer_shapes(arch, shape, 10) == dict(zip(net.taps, tap_shapes(net, net.taps, shape)))
 
 
 def test_mlp_members_of_mixed_depth_equal_alone(mnist1d_small):
