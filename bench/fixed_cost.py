@@ -38,7 +38,11 @@ except ImportError:
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PHASES = ("imports", "ray_init", "mentor", "setup", "to_train")  # what `to_first_cohort` is made of
+# what `total` is made of: the driver's phases, then `to_train` (Tune's start to the first cohort training)
+# split by the first trial's own clock: Tune's start and the worker's start, the trial side's imports in
+# it, Ray handing the call its payload, the data to the device
+PHASES = ("imports", "ray_init", "mentor", "setup", "to_train")
+TRIAL_PHASES = ("tune_to_worker", "worker_imports", "to_call", "data_to_device")
 
 
 def child(args) -> None:
@@ -55,10 +59,16 @@ def child(args) -> None:
     t_call = time.time()
     s = run_sweep(space, tracking_uri=args.uri, workdir=args.work, show_progress=False)
     p = s.phases
+    first = min((t for t in s.trial_timings if "train_started_at" in t), key=lambda t: t["train_started_at"])
+    fit_at = t_call + p["ray_init"] + p["mentor"] + p["setup"]  # wall clock of tuner.fit()
     row = {"imports": t_call - PROCESS_START, "ray_init": p["ray_init"], "mentor": p["mentor"], "setup": p["setup"],
            "to_train": p["to_first_cohort"] - p["ray_init"] - p["mentor"] - p["setup"],
            "total": t_call - PROCESS_START + p["to_first_cohort"],
            "before_imports": t_imports - PROCESS_START}  # interpreter start and this file's own imports
+    if "process_started_at" in first:  # the trial's own clock (search/train/trial.py)
+        row.update(tune_to_worker=first["process_started_at"] - fit_at,
+                   worker_imports=first["imported_at"] - first["process_started_at"],
+                   to_call=first["called_at"] - first["imported_at"], data_to_device=first["data_to_device"])
     Path(args.child).write_text(json.dumps(row))
 
 
@@ -87,6 +97,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", default="spaces/mnist1d.yaml", help="the space whose sweeps are timed")
     ap.add_argument("--repeats", type=int, default=3, help="timed sweeps of each kind (default 3)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a CPU check that it runs: spaces/quickstart.yaml (a small mentor), one repeat")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder for the JSON")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--uri", help=argparse.SUPPRESS)
@@ -94,6 +106,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(args)
+    if args.smoke:
+        args.space, args.repeats = str(ROOT / "spaces" / "quickstart.yaml"), 1
     if args.repeats < 1:
         ap.exit(2, f"{ap.prog}: --repeats: expected an integer ≥ 1, got {args.repeats}\n")
     if not _ray_answers():
@@ -109,13 +123,18 @@ def main() -> None:
     for i in range(args.repeats):
         rows["first sweep"].append(_sweep(args, work, work / f"empty-{i}"))
         rows["later sweep"].append(_sweep(args, work, shared))
-    med = {k: {ph: statistics.median(r[ph] for r in rs) for ph in (*PHASES, "total")} for k, rs in rows.items()}
+    cols = (*PHASES, "total", *TRIAL_PHASES)
+    med = {k: {ph: statistics.median(r.get(ph, float("nan")) for r in rs) for ph in cols} for k, rs in rows.items()}
     print(f"\na sweep's fixed cost with Ray running, {card}, {args.space} (median of {args.repeats}; seconds)")
-    print(f"{'':<12}" + "".join(f"{ph:>10}" for ph in (*PHASES, "total")))
+    print(f"{'':<12}" + "".join(f"{ph:>10}" for ph in (*PHASES, "total")) + "   | to_train: " +
+          "".join(f"{ph:>16}" for ph in TRIAL_PHASES))
     for k, m in med.items():
-        print(f"{k:<12}" + "".join(f"{m[ph]:>10.2f}" for ph in (*PHASES, "total")))
+        print(f"{k:<12}" + "".join(f"{m[ph]:>10.2f}" for ph in (*PHASES, "total")) + "   |           " +
+              "".join(f"{m[ph]:>16.2f}" for ph in TRIAL_PHASES))
     print("imports: process start to run_sweep's call; ray_init: the space's plan (dataset), MLflow, joining Ray;\n"
-          "to_train: Ray Tune's start, the trial process's start and imports, data to the device")
+          "to_train = tune_to_worker (tuner.fit() to the trial's process start) + worker_imports (that process's\n"
+          "start to the trial side imported) + to_call (to the trainable's call: Ray, Tune, the payload) +\n"
+          "data_to_device")
     res = {"bench": "fixed_cost", "card": card, "space": args.space, "repeats": args.repeats, "median": med,
            "rows": rows, "python": platform.python_version(), "torch": torch.__version__, "target_s": 5.0}
     path = Path(args.out) / f"fixed_cost-{card.replace(' ', '-')}.json"

@@ -65,14 +65,20 @@ def make_configs(n: int, epochs: int, seed: int = 0, teachers=("layer3", "layer4
     return out[:n]
 
 
-def bench_space(path: str, teachers: list[str], mentees: int = 0):
-    """The space with its hint section pointed at `teachers` (the configs' hint targets)."""
+def bench_space(path: str, teachers: list[str], mentees: int = 0, in_flight: int = 1):
+    """The space with its hint section pointed at `teachers` (the configs' hint targets);
+    `in_flight` cohorts train at once on each GPU (each books 1/in_flight of it; on a CPU-only
+    Ray, of a CPU), so one trains while the next is handed over and built."""
     from search.spaces import load_space
 
     space = load_space(path)
     hint = space.terms["hint"].model_copy(update={"taps": {"last": teachers}})
     # cohorts are sized from the budget's mentee count: make it the configs' count
     budget = space.budget.model_copy(update={"mentees": mentees}) if mentees else space.budget
+    if in_flight > 1:
+        share = 1.0 / in_flight
+        budget = budget.model_copy(update={"gpus_per_trial": share} if torch.cuda.is_available() else
+                                   {"cpus_per_trial": budget.cpus_per_trial * share})
     return space.model_copy(update={"terms": {"ce": space.terms["ce"], "hint": hint}, "budget": budget})
 
 
@@ -111,8 +117,8 @@ def sweep_child(args) -> None:
     configs = make_configs(args.mentees, args.epochs, teachers=teachers)
     last = read_ray_address()  # a `ray start` cluster that answers is joined (search.sweep.run.connect_ray)
     reused = bool(os.environ.get("RAY_ADDRESS")) or (last is not None and _answers(last))
-    s = run_sweep(bench_space(args.space, teachers, len(configs)), tracking_uri=args.uri, configs=configs,
-                  workdir="bench-work", show_progress=False)
+    s = run_sweep(bench_space(args.space, teachers, len(configs), args.in_flight_one), tracking_uri=args.uri,
+                  configs=configs, workdir="bench-work", show_progress=False)
     wall = time.time() - PROCESS_START  # the last MLflow write is done when run_sweep returns
     ray.shutdown()
     df = load_runs(args.uri, parent_run_id=s.parent_run_id)
@@ -134,12 +140,22 @@ def _answers(address: str) -> bool:
         return False
 
 
-def run_cohort(args) -> dict:
-    out = Path("bench-work") / f"cohort-{os.getpid()}.json"
+def run_cohort(args, in_flight: int = 1) -> dict:
+    out = Path("bench-work") / f"cohort-{os.getpid()}-{in_flight}.json"
     cmd = [sys.executable, __file__, "--sweep-child", str(out), "--mentees", str(args.mentees), "--epochs",
-           str(args.epochs), "--space", args.space, "--uri", args.uri]
+           str(args.epochs), "--space", args.space, "--uri", args.uri, "--in-flight-one", str(in_flight)]
     subprocess.run(cmd, check=True)
-    return json.loads(out.read_text())
+    return {**json.loads(out.read_text()), "in_flight": in_flight}
+
+
+def gaps(timings: list[dict]) -> dict:
+    """The GPU's idle time between cohorts: per worker process, from one cohort's end of training to
+    the next one's start there (`gap` in the trial's timings), and its share of the sweep's `fit`."""
+    g = sorted(t["gap"] for t in timings if "gap" in t)
+    build = sum(t.get("train.build", 0.0) for t in timings)  # groups built on the CPU: the GPU waits then too
+    if not g:
+        return {"n": 0, "build_sum_s": build}
+    return {"n": len(g), "median_s": g[len(g) // 2], "max_s": g[-1], "sum_s": sum(g), "build_sum_s": build}
 
 
 # ------------------------------------------------------------ (b) the plain script
@@ -301,10 +317,13 @@ def main() -> None:
     ap.add_argument("--ks", default="1,64", help="sizes of one-structure cohorts in the step table")
     ap.add_argument("--mixed", type=int, default=256, help="members of the mixed cohort in the step table")
     ap.add_argument("--step-epochs", type=int, default=20)
+    ap.add_argument("--in-flight", default="1",
+                    help="cohorts training at once per GPU in the cohort sweep, e.g. 1,2: one sweep each, side by side")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: a CPU check that everything runs (< 2 min)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--uri", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--sweep-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--in-flight-one", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     args.space = args.space or str(ROOT / "spaces" / ("quickstart.yaml" if args.smoke else "mnist1d.yaml"))
@@ -326,7 +345,8 @@ def main() -> None:
     res: dict = {"mentees": len(configs), "epochs": args.epochs, "torch": torch.__version__,
                  "python": platform.python_version(), "smoke": args.smoke}
     if "cohort" in parts:  # first, in a child process: nothing here has touched CUDA or Ray yet
-        res["cohort"] = run_cohort(args)
+        for i, n in enumerate(int(v) for v in args.in_flight.split(",")):
+            res["cohort" if i == 0 else f"cohort-x{n}"] = run_cohort(args, n)
 
     from bench.common import setup
 
@@ -368,15 +388,16 @@ def report(res: dict, samples: float, gpus: int, configs, splits) -> None:
     print(f"\ncard: {res['card']} ({gpus} GPU), {res['mentees']} mentees × {res['epochs']} epochs × "
           f"{res['n_train']} samples")
     print(f"{'way':<8} {'wall s':>8} {'mentee-samples/s/GPU':>22} {'hypervolume':>12} {'finished':>9}  note")
-    for k in ("cohort", "plain", "unfused"):
+    for k in ("cohort", *(k for k in res if k.startswith("cohort-x")), "plain", "unfused"):
         if k not in res:
             continue
         r = res[k]
         r["hypervolume"] = hv(r["rows"], ref)
-        note = {"cohort": f"from process start; Ray {'reused' if r.get('ray_reused') else 'started'}",
-                "plain": f"scaled from {r.get('scaled_from')} of {r.get('scaled_to')} mentees "
+        note = {"plain": f"scaled from {r.get('scaled_from')} of {r.get('scaled_to')} mentees "
                          f"(measured {r.get('wall_s_measured', 0):.1f} s)",
-                "unfused": f"first {len(r['rows'])} mentees, in-process, no Ray"}[k]
+                "unfused": f"first {len(r['rows'])} mentees, in-process, no Ray"}.get(
+            k, f"from process start; Ray {'reused' if r.get('ray_reused') else 'started'}; "
+               f"{r.get('in_flight', 1)} cohort(s) in flight per GPU")
         if k != "unfused":
             r["samples_per_s_per_gpu"] = samples / r["wall_s"] / max(gpus, 1)
         rate = f"{r['samples_per_s_per_gpu']:>22,.0f}" if k != "unfused" else f"{'':>22}"
@@ -384,7 +405,15 @@ def report(res: dict, samples: float, gpus: int, configs, splits) -> None:
         if "phases" in r:
             print("         " + ", ".join(f"{p} {v:.1f} s" for p, v in r["phases"].items()))
             for t in r["trial_timings"]:
-                print("         trial: " + ", ".join(f"{p} {v:.1f}" for p, v in t.items() if isinstance(v, float)))
+                print("         trial: " + ", ".join(f"{p} {v:.1f}" for p, v in t.items()
+                                                     if isinstance(v, float) and not p.endswith("_at")))
+            r["gaps"] = g = gaps(r["trial_timings"])
+            if g["n"]:
+                fit = r["phases"].get("fit", float("nan"))
+                print(f"         GPU idle between cohorts (one worker's end of training to its next start): {g['n']} "
+                      f"gaps, median {g['median_s']:.2f} s, max {g['max_s']:.2f} s, in all {g['sum_s']:.1f} s "
+                      f"= {100 * g['sum_s'] / fit:.0f}% of fit ({fit:.1f} s) over all workers; building groups "
+                      f"{g['build_sum_s']:.1f} s in all")
     if "cohort" in res:
         c = res["cohort"]
         for k in ("plain", "unfused"):

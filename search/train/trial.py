@@ -32,7 +32,8 @@ from search.train.device import pick_device
 
 __all__ = ["cohort_trainable", "prepare_mentor", "on_device", "splits_to_arrays"]
 
-_PROCESS_START = time.time()
+_IMPORTED = time.time()  # the trial side's imports are done
+_LAST_TRAIN_END: float | None = None  # wall clock: this process's last cohort finished training
 
 _DEVICE_DATA: dict[str, tuple[Splits, MentorCache | None]] = {}  # per trial process, kept across trials
 
@@ -78,8 +79,25 @@ def _train_splitting(cfgs, splits, cache, p: TrialPayload, inner: dict) -> list[
                 + _train_splitting(cfgs[half:], splits, cache, p, inner))
 
 
+def _process_started() -> float:
+    """Wall clock when this worker process started (where psutil, a Ray dependency, can tell)."""
+    try:
+        import psutil  # type: ignore[import-untyped]
+
+        return psutil.Process().create_time()
+    except Exception:  # noqa: BLE001 - a timing, never worth failing a trial for
+        return _IMPORTED
+
+
 def cohort_trainable(config: dict, payload: TrialPayload) -> None:
-    """One Ray Tune trial: train the cohort, report every member, weights in the checkpoint."""
+    """One Ray Tune trial: train the cohort, report every member, weights in the checkpoint.
+
+    Its timings say where a cohort's seconds went, in wall-clock instants too (`*_at`), so a
+    benchmark can line them up with the driver's: the worker process's start, the trial side's
+    imports done, this call, training's start; and `gap`, the seconds from this process's last
+    cohort's end of training to this one's start (Tune's hand-over, the next config, the data):
+    the GPU is idle then unless another cohort trains beside it."""
+    global _LAST_TRAIN_END
     import ray
     from ray import tune
 
@@ -90,11 +108,14 @@ def cohort_trainable(config: dict, payload: TrialPayload) -> None:
     inner: dict[str, float] = {}
     results = _train_splitting([w.config for w in spec.items], splits, cache, payload, inner)
     t2 = time.time()
+    gap = {} if _LAST_TRAIN_END is None else {"gap": t1 - _LAST_TRAIN_END}
+    _LAST_TRAIN_END = t2
     with tempfile.TemporaryDirectory() as d:
         # one file for the cohort: a file per member costs more than the tensors in it
         torch.save({w.member_id: r.state_dict for w, r in zip(spec.items, results) if r.state_dict is not None},
                    Path(d) / "weights.pt")
-        timing = {"since_process_start": t0 - _PROCESS_START, "data_to_device": t1 - t0, "train": t2 - t1,
+        timing = {"process_started_at": _process_started(), "imported_at": _IMPORTED, "called_at": t0,
+                  "data_to_device": t1 - t0, "train": t2 - t1, **gap,
                   "train_started_at": t1,  # wall clock: the sweep's fixed cost ends at its first cohort's
                   **{f"train.{k}": v for k, v in inner.items()}, "save": time.time() - t2}
         report = CohortReport(results, ray.get_runtime_context().get_node_id(), timing)
