@@ -60,6 +60,7 @@ class SweepSummary:
     trial_timings: list[dict[str, float]] = field(default_factory=list)  # per cohort, measured in the trial
     nodes: Counter = field(default_factory=Counter)  # node id → cohorts it trained
     seeds_trained: int = 0  # members (one seed of one mentee each), re-evaluation's included
+    returned: int = 0  # mentees back from training, whole (counted on the driver's thread, before the write)
     best_val: float = -1.0  # the best mentee's val accuracy so far (its seed mean)
 
     @property
@@ -182,7 +183,9 @@ class Driver:
     def take(self, members: list[Member]) -> None:
         """Members back from training (or failed for good): kept in the journal, then their whole
         mentees handed to the writer."""
-        self.writer.put_all(members, self.gather.add(members))
+        groups = self.gather.add(members)
+        self.summary.returned += sum(g[0][0].kind is not WorkKind.REEVAL for g in groups)
+        self.writer.put_all(members, groups)
 
     def lost(self, spec: CohortSpec, error: str) -> None:
         """A trial died (its process or node lost) after Ray Tune's retries: its members go back
@@ -208,7 +211,8 @@ class Driver:
         store already holds is not written twice."""
         records = [MenteeRecord.of(g) for g in groups]
         held = self.tracker.recorded_mentees(self.parent_run_id) if again else {}
-        new, added = [], []
+        new: list[tuple[MenteeRecord, dict[str, str] | None]] = []
+        added: list[tuple[str, MenteeRecord]] = []
         for rec in records:
             if rec.mentee_id in held and (rec.kind is not WorkKind.REEVAL or set(rec.seeds) <= held[rec.mentee_id][1]):
                 self.run_ids[rec.mentee_id] = held[rec.mentee_id][0]
@@ -271,14 +275,17 @@ class MenteeBudget:
     started: float = field(default_factory=time.monotonic)
     reserve: float = 0.2  # of the time: racing's extra seeds for the mentees near the front
     cap: int = 1_000_000
+    base: int = 0  # mentees a resumed sweep had before this process: the budget is `minutes` more
 
     def mentees(self, summary: SweepSummary) -> int:
-        elapsed = time.monotonic() - self.started
-        if summary.recorded == 0 or elapsed <= 0:
-            return self.first_wave
-        rate = summary.recorded / elapsed
+        # `returned`, not `recorded`: the writer thread may not have written the last cohort yet when
+        # Tune asks for the next one, and a budget read off MLflow would end the sweep there
+        elapsed, done = time.monotonic() - self.started, summary.returned
+        if done <= self.base or elapsed <= 0:
+            return self.base + self.first_wave
+        rate = (done - self.base) / elapsed  # this process's own pace (a resumed sweep: since it resumed)
         left = self.minutes * 60 * (1 - self.reserve) - elapsed
-        return min(self.cap, max(summary.recorded, summary.recorded + int(rate * max(left, 0.0))))
+        return min(self.cap, max(done, done + int(rate * max(left, 0.0))))
 
 
 class _Writer:

@@ -41,7 +41,9 @@ def resume_state(driver: Driver, recorded: set[str]) -> None:
     frame = frame[frame["member_id"].isin(recorded)]
     by_member = {r["member_id"]: r for _, r in frame.iterrows()}
     s = driver.summary
-    s.recorded = len(by_member)
+    s.recorded = s.returned = len(by_member)
+    if driver.mentee_budget is not None:  # `mentees: auto`: this process fills its own minutes
+        driver.mentee_budget.base = s.recorded
     for status, n in frame["status"].value_counts().items():
         if status in {st.value for st in Status}:
             s.counts[Status(status)] = int(n)
