@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-import torch
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -322,6 +321,8 @@ class SweepTracker:
     def _save_weights(self, parent_run_id: str, records: Sequence[MenteeRecord]) -> dict[str, dict[str, str]]:
         """Every seed's weights of these mentees in one file under the parent run's `weights/`;
         mentee id → {seed: "weights/<file>.pt"} (the entry's key in the file: `<mentee>@s<seed>`)."""
+        import torch  # here, not at import: the driver's start-up and reading back need none
+
         states = {seed_member_id(r.mentee_id, s): {k: v.detach().cpu() if torch.is_tensor(v) else v
                                                     for k, v in w.items()}
                   for r in records for s, w in r.weights.items()}
