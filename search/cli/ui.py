@@ -78,7 +78,7 @@ def experiment_url(base: str, exp_id: str, share_key: str | None = None) -> str:
 @_friendly
 def quickstart(
     workdir: Path = typer.Option(Path("."), help="Where mentors/, mlflow.db and mentee-runs/ go."),
-    mentees: int = typer.Option(24, help="Mentees in the sweep (≥ 2, both arms: half independent)."),
+    mentees: int = typer.Option(20, help="Mentees in the sweep (≥ 2, both arms: half independent)."),
 ):
     """Mentor on MNIST-1D, a small sweep, the Pareto front and a pick, all recorded in MLflow."""
     from search.spaces import load_space
@@ -92,8 +92,9 @@ def quickstart(
     sp = sp.model_copy(update={"budget": sp.budget.model_copy(update={"mentees": mentees})})
     con = _console()
     con.print(f"[bold]1/3[/] mentor: {sp.mentor.path} ({'loading' if Path(sp.mentor.path).exists() else 'training'})")
-    con.print(f"[bold]2/3[/] sweep of {mentees} mentees, half of them independent (Ray Tune + Optuna, recorded in "
-              f"MLflow); then its fronts again with {sp.budget.reevaluate_seeds} new seeds")
+    con.print(f"[bold]2/3[/] sweep of {mentees} mentees, half of them independent, each trained with several seeds "
+              f"(Ray Tune + Optuna, recorded in MLflow); then up to {sp.budget.reevaluate_seeds} more seeds for the "
+              "mentees near the fronts")
     summary = run_sweep(sp, where=str(space_file))
     typer.echo(f"sweep done in {summary.seconds:.0f} s: {summary.finished} finished, {summary.pruned} pruned")
     con.print("[bold]3/3[/] the front and a pick")
