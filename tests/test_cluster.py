@@ -48,7 +48,8 @@ def test_node_types(raw):
 
 def test_project_is_mounted_and_installed(raw):
     config = prepare_config(copy.deepcopy(raw))
-    assert config["file_mounts"] == {"~/mentee-search": "."}
+    # the project, and the token of Ray's token authentication, on every node
+    assert config["file_mounts"] == {"~/mentee-search": ".", "~/.ray/auth_token": "~/.ray/auth_token"}
     # prepare_config folds setup_commands into both head and worker setup.
     for key in ("head_setup_commands", "worker_setup_commands"):
         assert any("pip install" in c and "-e ~/mentee-search" in c for c in config[key])
@@ -58,6 +59,10 @@ def test_project_is_mounted_and_installed(raw):
         and "--autoscaling-config=~/ray_bootstrap_config.yaml" in head_start
     )
     assert any("$RAY_HEAD_IP:6379" in c for c in config["worker_start_ray_commands"])
+    # every node's Ray with token authentication on; the dashboard on the head's loopback only
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert all("RAY_AUTH_MODE=token ray start" in c for c in config[key] if "ray start" in c), key
+    assert "--dashboard-host=0.0.0.0" not in head_start
 
 
 @pytest.mark.parametrize(
