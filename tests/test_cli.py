@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import yaml
 from search.data import load_dataset
 from search.models import create_mentee
 from search.pareto import pareto_front
+from search.results.fronts import COMPACT
 from search.results.pick import pick as pick_row
 from search.spaces import load_space
 from search.sweep.run import run_sweep
@@ -27,8 +29,7 @@ from search.tracking import SweepTracker, load_member, load_runs
 
 REPO = Path(__file__).resolve().parents[1]
 N_SAMPLES = 300
-FRONT_COLUMNS = ["run_id", "family", "widths", "kernel", "mapping", "params", "bytes_int8", "sram_int8", "macs",
-                 "val_acc", "test_acc", "independent_test_acc", "test_gain"]
+FRONT_COLUMNS = [c for c in COMPACT if c != "n_seeds"]  # n_seeds too where mentees differ in seeds
 
 
 def _env() -> dict[str, str]:
@@ -77,18 +78,23 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 # ---------------------------------------------------------------------- help
 
 HELP = {
-    (): ["compare", "sweep", "pareto", "pick", "export", "ui", "quickstart", "mentor"],
+    (): ["compare", "sweep", "pareto", "pick", "export", "devices", "sweeps", "ui", "quickstart", "mentor",
+         "--version"],
     ("mentor",): ["train"],
     ("mentor", "train"): ["--dataset", "--root", "--n-samples", "--family", "--widths", "--kernel", "--batch-norm",
-                          "--epochs", "--lr", "--seed", "--out", "--device"],
+                          "--epochs", "--lr", "--seed", "--out", "--accelerator"],
     ("compare",): ["--mentor", "--dataset", "--root", "--n-samples", "--split-seed", "--family", "--widths",
                    "--kernel", "--hint", "--metric", "--weight", "--kd", "--temperature", "--epochs", "--lr",
-                   "--batch-size", "--seeds", "--device", "--format"],
+                   "--batch-size", "--seeds", "--accelerator", "--format"],
     ("sweep",): ["--dry-run", "--resume", "--address", "--tracking-uri", "--workdir", "--storage"],
-    ("pareto",): ["--experiment", "--tracking-uri", "--by", "--format", "--gains"],
-    ("pick",): ["--max-params", "--max-bytes", "--max-macs", "--experiment", "--tracking-uri"],
+    ("pareto",): ["--experiment", "--sweep", "--tracking-uri", "--by", "--format", "--wide", "--gains", "--device"],
+    ("pick",): ["--max-params", "--max-bytes", "--max-macs", "--experiment", "--sweep", "--tracking-uri", "--format",
+                "--register", "--alias"],
+    ("dashboard",): ["--experiment", "--sweep", "--no-log", "--device"],
+    ("devices",): ["--devices", "--format"],
+    ("sweeps",): ["--experiment", "--tracking-uri", "--format"],
     ("export",): ["--format", "--out", "--tracking-uri"],
-    ("ui",): ["--tracking-uri", "--port"],
+    ("ui",): ["--tracking-uri", "--port", "--experiment", "--sweep"],
     ("quickstart",): ["--workdir", "--mentees"],
 }
 
@@ -100,6 +106,18 @@ def test_help(command, tmp_path):
     for word in HELP[command]:
         assert word in r.stdout, f"{word} missing from `{' '.join(command)} --help`:\n{r.stdout}"
     assert not list(tmp_path.iterdir())
+
+
+def test_one_meaning_per_flag_and_no_missing_command(tmp_path):
+    """`--device` is a board wherever it appears; where to train is `--accelerator`. `mentor --help` names
+    only commands that exist."""
+    for cmd in (("mentor", "train"), ("compare",)):
+        out = cli(*cmd, "--help", cwd=tmp_path, timeout=60).stdout
+        assert "--accelerator" in out and "--device" not in out, out
+    for cmd in (("pareto",), ("pick",), ("export",), ("dashboard",)):
+        assert "--device" in cli(*cmd, "--help", cwd=tmp_path, timeout=60).stdout
+    out = cli("mentor", "--help", cwd=tmp_path, timeout=60).stdout
+    assert "inspect" not in out and "train" in out
 
 
 # ------------------------------------------------------------------- dry run
@@ -252,7 +270,7 @@ def test_pareto_formats(swept):
     r = cli("pareto", "--experiment", "cli", "--tracking-uri", uri, "--format", "json", cwd=tmp)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads(r.stdout)
-    assert rows and all(set(FRONT_COLUMNS) <= set(row) for row in rows)
+    assert rows and all(set(FRONT_COLUMNS) <= set(row) <= set(COMPACT) for row in rows)
     for a in rows:
         for b in rows:
             assert not _dominates(a, b), (a, b)
@@ -268,18 +286,38 @@ def test_pareto_formats(swept):
     r = cli("pareto", "--experiment", "cli", "--tracking-uri", uri, "--format", "csv", "--no-gains", cwd=tmp)
     assert r.returncode == 0, r.stderr[-3000:]
     table = list(csv.reader(io.StringIO(r.stdout)))
-    assert table[0] == FRONT_COLUMNS
+    assert table[0] == list(rows[0])  # the json's columns, in the table's order
     assert [t[0] for t in table[1:]] == [row["run_id"] for row in rows]
-    assert all(len(t) == len(FRONT_COLUMNS) for t in table)
+    assert all(len(t) == len(rows[0]) for t in table)
 
     # By default the front comes first, then (after a blank line) mentorship at each size.
     r = cli("pareto", "--experiment", "cli", "--tracking-uri", uri, "--format", "markdown", cwd=tmp)
     assert r.returncode == 0, r.stderr[-3000:]
     front_md, *rest = r.stdout.strip().split("\n\n")
     lines = front_md.splitlines()
-    assert lines[0] == "| " + " | ".join(FRONT_COLUMNS) + " |" and lines[1].startswith("|---")
+    assert lines[0] == "| " + " | ".join(rows[0]) + " |" and lines[1].startswith("|---")
     assert len(lines) == 2 + len(rows)
-    assert all(line.startswith("| " + row["run_id"] + " |") for line, row in zip(lines[2:], rows))
+    assert all(line.startswith("| " + row["run_id"][:8] + " |") for line, row in zip(lines[2:], rows))
+
+    # The table a person reads: 100 columns at most, the same rows, integers as integers, sizes in KiB.
+    r = cli("pareto", "--experiment", "cli", "--tracking-uri", uri, cwd=tmp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert max(len(line) for line in r.stdout.splitlines()) <= 100, r.stdout
+    header = next(line for line in r.stdout.splitlines() if line.startswith("run_id"))
+    assert header.split() == list(rows[0])
+    assert all(row["run_id"][:8] in r.stdout for row in rows) and " KiB" in r.stdout
+    assert not re.search(r"\d{2}\.0000\b", r.stdout)  # integers as integers (no "240.0000")
+    assert "val_acc: validation, mean of" in r.stdout
+    wide = cli("pareto", "--experiment", "cli", "--tracking-uri", uri, "--wide", "--format", "json", cwd=tmp)
+    assert {"family", "kernel", "mapping", "macs", "sram_int8"} <= set(json.loads(wide.stdout)[0])
+
+    # --by takes every axis the dashboard draws: latency is timed here
+    r = cli("pareto", "--experiment", "cli", "--tracking-uri", uri, "--by", "latency_ms", "--format", "json",
+            cwd=tmp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert all(row["latency_ms"] > 0 for row in json.loads(r.stdout))
+    r = cli("pareto", "--experiment", "cli", "--tracking-uri", uri, "--by", "flops", cwd=tmp)
+    assert_one_error_line(r, ["--by: 'flops' is not a cost", "latency_ms"])
     for block in rest:  # any further table is markdown too
         assert all(line.startswith("|") and line.endswith("|") for line in block.splitlines())
 
@@ -296,11 +334,76 @@ def test_pick_within_a_parameter_budget(swept):
     row = runs.set_index("run_id").loc[run_id]
     assert row.params <= budget and row.status == "finished"
     assert run_id == pick_row(runs, max_params=budget).run_id  # the most accurate that fits
-    assert f"mentee export {run_id}" in r.stdout
+    assert f"val_acc {row.val_acc:.4f} (validation, mean of" in r.stdout
+    assert f"mentee export {run_id} --format onnx --tracking-uri {uri}" in r.stdout  # the store is repeated
+
+    # --format json: the row the table shows; the same numbers pareto prints for it
+    r = cli("pick", "--max-params", budget, "--experiment", "cli", "--tracking-uri", uri, "--format", "json",
+            cwd=tmp)
+    (picked,) = json.loads(r.stdout)
+    assert picked["run_id"] == run_id and picked["val_acc"] == row.val_acc and picked["arm"] in ("mentored",
+                                                                                                  "independent")
+    front = json.loads(cli("pareto", "--experiment", "cli", "--tracking-uri", uri, "--format", "json",
+                           cwd=tmp).stdout)
+    for f in front:
+        if f["run_id"] == run_id:
+            assert all(f[k] == picked[k] for k in ("val_acc", "test_acc", "test_ci", "params", "bytes_int8"))
 
     smallest = int(finished.params.min())
     r = cli("pick", "--max-params", smallest - 1, "--experiment", "cli", "--tracking-uri", uri, cwd=tmp)
     assert_one_error_line(r, ["no finished mentee fits"])
+
+
+def test_sweeps_and_one_sweep(swept):
+    tmp, uri, runs = swept
+    r = cli("sweeps", "--experiment", "cli", "--tracking-uri", uri, "--format", "json", cwd=tmp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (sweep,) = json.loads(r.stdout)
+    done = runs[runs.status == "finished"]
+    assert sweep["sweep"] == runs.parent_run_id.iloc[0] and sweep["mentees"] == len(runs)
+    assert sweep["finished"] == len(done) and sweep["best_val_acc"] == done.val_acc.max()
+    table = cli("sweeps", "--experiment", "cli", "--tracking-uri", uri, cwd=tmp).stdout
+    rows = table.split("\n\n")[0].splitlines()
+    assert sweep["sweep"][:8] in table and "best_val_acc" in table and max(map(len, rows)) <= 100
+    assert f"mentee pareto --sweep {sweep['sweep'][:8]} --tracking-uri {uri}" in table
+    one = cli("pareto", "--sweep", sweep["sweep"][:8], "--tracking-uri", uri, "--format", "json", cwd=tmp)
+    assert one.returncode == 0 and json.loads(one.stdout)
+    r = cli("pareto", "--sweep", "nosuch", "--tracking-uri", uri, cwd=tmp)
+    assert_one_error_line(r, ["--sweep: no sweep", "'nosuch'", uri, "mentee sweeps"])
+
+
+def test_dashboard_no_log_leaves_the_store_alone(swept):
+    from mlflow.tracking import MlflowClient
+
+    tmp, uri, runs = swept
+    parent = runs.parent_run_id.iloc[0]
+    r = cli("dashboard", "--experiment", "cli", "--tracking-uri", uri, "--no-log", "--out", "d.html", cwd=tmp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp / "d.html").is_file() and "the store is untouched (--no-log)" in r.stdout
+    assert "d.html" not in [a.path for a in MlflowClient(uri).list_artifacts(parent)]
+
+
+def test_devices_and_version(tmp_path):
+    r = cli("devices", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["device", "flash", "sram", "latency", "train"] and max(map(len, lines)) <= 100
+    assert any(line.startswith("stm32f746 ") and "320 KiB (−32 KiB) int8" in line for line in lines)
+    assert any(line.startswith("phone ") and "64 MiB @32 adamw" in line for line in lines)
+    r = cli("--version", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("mentee-search ") and not list(tmp_path.iterdir())
+
+
+def test_ui_refuses_a_taken_port_in_one_line(tmp_path):
+    import socket
+
+    _setup_store(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = cli("ui", "--port", port, "--tracking-uri", "mlflow.db", cwd=tmp_path, timeout=60)
+    assert_one_error_line(r, ["--port", str(port)])
 
 
 def test_export_onnx(swept):

@@ -84,7 +84,7 @@ def pareto(
 
     Each mentee's numbers are its seed means; the gain is mentored − independent, paired by seed."""
     from search.devices import AXES
-    from search.results.fronts import arm_balance, front_view, mentorship_front, seed_label
+    from search.results.fronts import arm_balance, as_mentees, front_view, mentorship_front, seed_label
     from search.results.table import FORMATS, format_front
 
     if by not in AXES:
@@ -103,7 +103,7 @@ def pareto(
         return
     fits = f"; fits: within {profile.name}'s budgets" if profile is not None else ""
     title = (f"Pareto front: val_acc vs {by}, {len(front)} of {len(df)} mentees{fits}\n"
-             f"val_acc: validation, {seed_label(front)} (chosen by); test_acc ± test_ci: test, mean ± 95% CI; "
+             f"val_acc: validation, {seed_label(as_mentees(df))} (chosen by); test_acc ± test_ci: test, mean ± 95% CI; "
              f"gain ± gain_ci: mentored − the best independent at ≤ that {by}, test, paired by seed")
     if fmt == "markdown":
         typer.echo(format_front(front, fmt))
@@ -113,15 +113,18 @@ def pareto(
     if gains_too and len(gains):
         n = arm_balance(df, cost=by)[["mentored", "independent"]].sum()
         gains["gain_ci"] = (gains["gain_ci_high"] - gains["gain_ci_low"]) / 2
-        cols = [by, "front", "mentored_widths", "mentored_acc", "mentored_ci", "independent_widths", "independent_acc",
-                "independent_ci", "gain", "gain_ci"]
+        short = {"mentored_widths": "mentored", "mentored_acc": "m_test", "mentored_ci": "m_ci",
+                 "independent_widths": "independent", "independent_acc": "i_test", "independent_ci": "i_ci"}
+        cols = [by, "front", *short.values(), "gain", "gain_ci"]
         if wide:
-            cols = [*cols[:3], "mentored_run_id", *cols[3:6], "independent_run_id", *cols[6:], "n_pairs"]
-        typer.echo("")
-        typer.echo(_fit(f"Mentorship at each size of either arm's front ({n['mentored']} mentored, {n['independent']} "
-                        "independent searched): the best of each arm at ≤ that size by val_acc; test_acc mean ± 95% "
-                        "CI over seeds; gain paired by seed") + "\n" + format_front(gains, fmt, cols,
-                                                                                      short_ids=not wide))
+            cols = [*cols, "mentored_run_id", "independent_run_id", "n_pairs"]
+        title = _fit(f"Mentorship at each size of either arm's front ({n['mentored']} mentored, {n['independent']} "
+                     f"independent searched): the best of each arm at ≤ that {by} by val_acc (widths shown); "
+                     "m_test/i_test: its test_acc, mean ± 95% CI (m_ci/i_ci) over seeds; gain: mentored − "
+                     "independent, paired by seed") + "\n"
+        typer.echo("")  # markdown: tables only, as the front above
+        typer.echo(("" if fmt == "markdown" else title) + format_front(gains.rename(columns=short), fmt, cols,
+                                                                         short_ids=not wide))
 
 
 def _fit(text: str, width: int = 100) -> str:

@@ -63,7 +63,8 @@ def as_mentees(df: pd.DataFrame) -> pd.DataFrame:
 
 def seed_label(df: pd.DataFrame) -> str:
     """How many seeds each accuracy is a mean of: "mean of 3 seeds", or "mean of 2-3 seeds"."""
-    n = sorted({int(v) for v in df["n_seeds"]}) if "n_seeds" in df.columns and len(df) else [1]
+    d = df[df["status"] == "finished"] if "status" in df.columns else df
+    n = sorted({int(v) for v in d["n_seeds"]}) if "n_seeds" in d.columns and len(d) else [1]
     many = f"{n[0]}" if len(n) == 1 else f"{n[0]}-{n[-1]}"
     return f"mean of {many} seed{'s' if n[-1] != 1 else ''}"
 

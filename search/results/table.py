@@ -54,7 +54,7 @@ def cell(col: str, v: object, *, short_ids: bool = False) -> str:
             return f"{f:.3g} ms"
         return f"{int(f):,}" if isinstance(v, (int, np.integer)) else f"{f:.4f}"
     s = str(v)
-    return s[:SHORT_ID] if short_ids and col.endswith("run_id") else s
+    return s[:SHORT_ID] if short_ids and (col.endswith("run_id") or col == "sweep") else s
 
 
 def _cols(df: pd.DataFrame, columns: Sequence[str] | None) -> list[str]:
