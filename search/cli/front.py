@@ -176,7 +176,10 @@ def pick(
                       "max_macs": parse_budget("--max-macs", max_macs) if max_macs is not None else None}
     df = _runs(tracking_uri, experiment, sweep)
     if profile is not None:
-        df = _costs(df, "params", tracking_uri, profile if profile.train is not None else None)
+        if profile.train is not None:  # latency is timed inside pick_for_device, for the best candidates only
+            from search.results.costs import with_training_memory
+            from search.tracking import load_arch
+            df = with_training_memory(df, profile, functools.partial(load_arch, resolve_uri(tracking_uri)))
         row, nearest = pick_for_device(df, profile, resolve_uri(tracking_uri), **budget)
         if row is None:  # not an error: say so, and show what comes closest
             also = " and the --max-* budget" if any(v is not None for v in budget.values()) else ""

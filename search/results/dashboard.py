@@ -43,7 +43,7 @@ __all__ = ["build_dashboard", "with_latency", "write_dashboard", "TEMPLATE"]
 TEMPLATE = Path(__file__).resolve().parents[2] / "dashboards" / "template.html"
 _UNIT = {"count": "", "bytes": "bytes", "ms": "ms"}
 _CONFIG_COLS = ("family", "widths", "kernel", "mapping", "seeds")
-_ACC_LABEL = {"val_acc": "validation accuracy", "test_acc": "test accuracy"}
+_ACC_LABEL = {"val_acc": "validation accuracy (mean over seeds)", "test_acc": "test accuracy (mean over seeds)"}
 
 
 def _num(v: Any) -> float | None:
