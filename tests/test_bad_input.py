@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import gzip
+import importlib.util
 import os
 import pickle
 import re
@@ -149,6 +150,11 @@ def idx_root(damage: str) -> Callable[[Path], None]:
             files["train-labels-idx1-ubyte"] = struct.pack(">II", 0x803, 20) + bytes(20)
         elif damage == "short-header":
             files["t10k-labels-idx1-ubyte"] = b"\x00\x00"
+        elif damage == "zero-dims":
+            files["train-images-idx3-ubyte"] = struct.pack(">IIII", 0x803, 0, 0, 0)
+        elif damage == "gzip-bomb":  # 3 MiB of zeros unpacking past the bound; patched small for the test
+            del files["train-images-idx3-ubyte"]
+            (root / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(bytes(3 << 20)))
         elif damage == "gzip":
             del files["train-images-idx3-ubyte"]
             (root / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(bytes(5000))[:20])
@@ -176,10 +182,18 @@ def empty_store(tmp_path_factory) -> Path:
 
     d = tmp_path_factory.mktemp("store")
     SweepTracker(f"sqlite:///{d}/mlflow.db", "bad")
+    _EMPTY_STORE[:] = [d / "mlflow.db"]
     return d / "mlflow.db"
 
 
 STORE = "needs-store"  # a setup that copies `empty_store` to ./store.db
+
+
+def STORE_COPY(tmp: Path) -> None:  # noqa: N802 - a setup like the builders above, for use inside both()
+    shutil.copy(_EMPTY_STORE[0], tmp / "store.db")
+
+
+_EMPTY_STORE: list[Path] = []  # filled by the `empty_store` fixture
 
 
 # ------------------------------------------------------------------ the corpus: in-process CLI
@@ -415,6 +429,86 @@ CASES = [
                  id="experiment-unknown"),
     pytest.param(STORE, ["pick", "--max-params", "5k", "--tracking-uri", "store.db"], ["no mentee runs"],
                  id="store-without-runs"),
+    # --- issue 18, hardened: numbers beyond sense (bounds stated in the line)
+    pytest.param(text("space.yaml", "train: {epochs: " + "9" * 5000 + "}\n"), SWEEP,
+                 ["space.yaml", "train.epochs", "5,000 characters", "at most 100"], id="space-int-of-5000-digits"),
+    pytest.param(space(**{"mentee.width": {"low": 4, "high": 1e308}}), SWEEP,
+                 ["space.yaml", "mentee.width", "≤ 65,536"], id="space-width-range-to-1e308"),
+    pytest.param(space(**{"train.lr": 1e308}), SWEEP, ["space.yaml", "train.lr", "≤ 10"], id="space-lr-1e308"),
+    pytest.param(space(**{"budget.mentees": 10**12}), SWEEP, ["space.yaml", "budget.mentees", "≤ 1,000,000"],
+                 id="space-mentees-10-to-12"),
+    pytest.param(space(**{"dataset.n_samples": 10**9}), [*SWEEP, "--dry-run"],
+                 ["space.yaml", "dataset.n_samples", "≤ 100,000,000"], id="space-n-samples-10-to-9"),
+    pytest.param(space(**{"dataset.n_samples": 10**6}), [*SWEEP, "--dry-run"],
+                 ["space.yaml", "dataset", "mnist1d", "at most 200,000"], id="space-mnist1d-samples-10-to-6"),
+    pytest.param(space(**{"mentee.depth": 100_000}), SWEEP, ["space.yaml", "mentee.depth", "≤ 64"],
+                 id="space-depth-100000"),
+    pytest.param(space(**{"train.epochs": 10**30}), SWEEP, ["space.yaml", "train.epochs", "≤ 100,000"],
+                 id="space-epochs-10-to-30"),
+    pytest.param(space(**{"mentor.arch.widths": [8, 10**9]}), SWEEP, ["space.yaml", "mentor.arch.widths", "65,536"],
+                 id="space-mentor-width-10-to-9"),
+    pytest.param(space(terms={"kd": {"temperature": 1e308}}), SWEEP, ["space.yaml", "kd.temperature", "1,000,000"],
+                 id="space-temperature-1e308"),
+    # --- names that would leave their directory, silent acceptance
+    pytest.param(space_text('name: "../outside"\n'), SWEEP, ["space.yaml", "name", "'../outside'", "no '/'"],
+                 id="space-name-leaves-the-workdir"),
+    pytest.param(space_text('name: ""\n'), SWEEP, ["space.yaml", "name", "not empty"], id="space-name-empty"),
+    pytest.param(space_text("name: a/b\n"), [*SWEEP, "--dry-run"], ["space.yaml", "name", "'a/b'"],
+                 id="space-name-slash"),
+    pytest.param(text("space.yaml", "name: x\ntrain:\n  epochs: 2\n  lr: 0.01\n  epochs: 3\n"), SWEEP,
+                 ["space.yaml", "train.epochs", "twice", "lines 3 and 5"], id="space-duplicated-key"),
+    pytest.param(space(terms={"hint": {"taps": {"layer5": ["layer3"]}}}), SWEEP,
+                 ["space.yaml", "terms.hint.taps.layer5", "depth is at most 2"], id="space-hint-tap-no-mentee-has"),
+    # --- data files: only regular files, sizes bounded before allocation, no code from a pickle
+    pytest.param(lambda tmp: os.mkfifo(tmp / "d.txt"), [*MENTOR_TRAIN, "--dataset", "libsvm:d.txt"],
+                 ["d.txt", "a FIFO", "regular file"], id="data-libsvm-fifo"),
+    pytest.param(None, [*MENTOR_TRAIN, "--dataset", "libsvm:/dev/zero"], ["/dev/zero", "a device"],
+                 id="data-libsvm-device"),
+    pytest.param(folder("d.txt"), [*MENTOR_TRAIN, "--dataset", "libsvm:d.txt"], ["d.txt", "directory"],
+                 id="data-libsvm-directory"),
+    pytest.param(text("d.txt", "1 1:0.5\n0 7000000000:1\n"), [*MENTOR_TRAIN, "--dataset", "libsvm:d.txt"],
+                 ["d.txt:2", "7,000,000,000", "1..1,000,000"], id="data-libsvm-huge-feature-index"),
+    pytest.param(text("d.txt", "1 900000:1\n0 1:1\n" * 600), [*MENTOR_TRAIN, "--dataset", "libsvm:d.txt"],
+                 ["d.txt", "dense", "at most 2,147,483,648"], id="data-libsvm-dense-too-large"),
+    pytest.param(idx_root("zero-dims"), [*MENTOR_TRAIN, "--dataset", "mnist", "--root", "mnist"],
+                 ["train-images-idx3-ubyte", "0x0x0", "≥ 1"], id="data-idx-zero-dims"),
+    pytest.param(idx_root("gzip-bomb"), [*MENTOR_TRAIN, "--dataset", "mnist", "--root", "mnist"],
+                 ["train-images-idx3-ubyte.gz", "unpacks to more than"], id="data-idx-gzip-bomb"),
+    pytest.param(cifar_root(b"cnumpy.f2py.__main__\nscalar\n."), [*MENTOR_TRAIN, "--dataset", "cifar10", "--root",
+                 "cifar"], ["data_batch_1", "refusing global numpy.f2py.__main__.scalar"],
+                 id="data-cifar-numpy-submodule"),
+    # --- tracking stores: one line at the first touch, nothing written
+    pytest.param(folder("dir.db"), ["pareto", "--tracking-uri", "dir.db"], ["dir.db", "is a directory"],
+                 id="uri-db-is-a-directory"),
+    pytest.param(both(space(), folder("dir.db")), [*SWEEP, "--tracking-uri", "dir.db"], ["dir.db", "is a directory"],
+                 id="uri-db-is-a-directory-sweep"),
+    pytest.param(text("notes.db", "my notes\n"), ["pareto", "--tracking-uri", "notes.db"],
+                 ["notes.db", "not an SQLite database"], id="uri-db-is-a-text-file"),
+    pytest.param(both(space(), text("notes.db", "my notes\n")), [*SWEEP, "--tracking-uri", "notes.db"],
+                 ["notes.db", "not an SQLite database"], id="uri-db-is-a-text-file-sweep"),
+    pytest.param(raw("empty.db", b""), ["pareto", "--tracking-uri", "empty.db"], ["empty.db", "empty"],
+                 id="uri-empty-db-for-a-reader"),
+    pytest.param(None, ["pareto", "--tracking-uri", "mysql://u@127.0.0.1:1/db"],
+                 ["tracking URI", "mysqlclient" if importlib.util.find_spec("MySQLdb") is None else "127.0.0.1:1"],
+                 id="uri-mysql-without-driver"),
+    pytest.param(None, ["pareto", "--tracking-uri", "databricks"], ["--tracking-uri", "Databricks", "not supported"],
+                 id="uri-databricks"),
+    pytest.param(None, ["pareto", "--tracking-uri", "http://127.0.0.1:9"], ["127.0.0.1:9", "nothing answers"],
+                 id="uri-server-unreachable"),
+    pytest.param(space(), [*SWEEP, "--tracking-uri", "http://127.0.0.1:9"], ["127.0.0.1:9", "nothing answers"],
+                 id="uri-server-unreachable-sweep"),
+    # --- paths a command writes, checked before the work
+    pytest.param(both(space(), text("runs", "a file\n")), [*SWEEP, "--workdir", "runs"], ["--workdir", "runs", "file"],
+                 id="flag-workdir-is-a-file"),
+    pytest.param(both(space(), text("runs", "a file\n")), [*SWEEP, "--workdir", "runs/sub"],
+                 ["--workdir", "runs", "not a folder"], id="flag-workdir-under-a-file"),
+    pytest.param(both(STORE_COPY, folder("out")), ["dashboard", "--experiment", "bad", "--tracking-uri", "store.db",
+                                                   "--out", "out"], ["--out", "out", "directory"],
+                 id="flag-dashboard-out-is-a-directory"),
+    pytest.param(text("afile", "x\n"), [*MENTOR_TRAIN[:-1], "afile/m.pt"], ["--out", "afile", "not a folder"],
+                 id="flag-mentor-out-under-a-file"),
+    pytest.param(space(), [*SWEEP, "--resume"], ["--resume", "no MLflow database", "nothing to resume"],
+                 id="flag-resume-of-a-space-never-run"),
 ]
 
 
@@ -449,7 +543,12 @@ def assert_one_line(stderr: str, stdout: str, expect: list[str]) -> None:
 
 
 @pytest.mark.parametrize("setup,args,expect", CASES)
-def test_cli_bad_input(setup, args, expect, in_tmp, request):
+def test_cli_bad_input(setup, args, expect, in_tmp, request, monkeypatch):
+    request.getfixturevalue("empty_store")
+    if "gzip-bomb" in request.node.name:  # the bound made small, so 3 MiB of zeros stand for a bomb of GiBs
+        from search.data import registry
+
+        monkeypatch.setattr(registry, "MAX_FILE_BYTES", 2 << 20)
     if setup == STORE:
         shutil.copy(request.getfixturevalue("empty_store"), in_tmp / "store.db")
     elif setup is not None:
@@ -523,6 +622,9 @@ LIBRARY = [
     pytest.param(_load_mentor_with("os.path"), ["os.path", "package.module:function"], id="mentor-factory-no-colon"),
     pytest.param(_load_mentor_with("os:sep"), ["os:sep", "callable"], id="mentor-factory-not-callable"),
     pytest.param(_load_mentor_with("os:getcwd"), ["os:getcwd", "nn.Module"], id="mentor-factory-not-a-module"),
+    pytest.param(_load_mentor_with("sys:exit"), ["sys:exit", "exited", "nn.Module"], id="mentor-factory-exits"),
+    pytest.param(_load_mentor_with("json:loads"), ["json:loads", "raised TypeError"], id="mentor-factory-raises"),
+    pytest.param(_load_mentor_with("this:s"), ["this:s", "str", "not callable"], id="mentor-factory-a-string"),
     pytest.param(_load_mentor_file(pickle.dumps(Unpickle(), protocol=2)), ["m.pt", "not a PyTorch weights file"],
                  id="mentor-malicious-pickle-protocol-2"),
 ]
@@ -550,6 +652,27 @@ SUBPROCESS = [
     pytest.param(None, ["pareto", "--tracking-uri", "foo://x"], ["--tracking-uri", "scheme"], id="uri-unknown-scheme"),
     pytest.param(raw("m.pt", pickle.dumps(Unpickle())), [*COMPARE, "--mentor", "m.pt"], ["m.pt", "not a PyTorch"],
                  id="mentor-malicious-pickle"),
+    # issue 18: each class of the review's new bad inputs, once as a user meets it
+    pytest.param(text("space.yaml", "train: {epochs: " + "9" * 5000 + "}\n"), SWEEP, ["space.yaml", "train.epochs"],
+                 id="space-int-of-5000-digits"),
+    pytest.param(space(**{"dataset.n_samples": 10**9}), [*SWEEP, "--dry-run"], ["space.yaml", "dataset.n_samples"],
+                 id="space-n-samples-dry-run"),
+    pytest.param(space_text('name: "../outside"\n'), SWEEP, ["space.yaml", "name"], id="space-name-leaves-the-workdir"),
+    pytest.param(text("space.yaml", "name: x\nname: y\n"), SWEEP, ["space.yaml", "'name'", "twice"],
+                 id="space-duplicated-key"),
+    pytest.param(both(mentor("m.pt"), space_text("mentor: {path: m.pt, factory: 'sys:exit', taps: [layer1]}\n")),
+                 [*SWEEP, "--dry-run"], ["space.yaml", "mentor.path", "sys:exit", "exited"], id="mentor-factory-exits"),
+    pytest.param(cifar_root(b"cnumpy.f2py.__main__\nscalar\n."), [*MENTOR_TRAIN, "--dataset", "cifar10", "--root",
+                 "cifar"], ["data_batch_1", "refusing"], id="data-cifar-numpy-submodule"),
+    pytest.param(lambda tmp: os.mkfifo(tmp / "d.txt"), [*MENTOR_TRAIN, "--dataset", "libsvm:d.txt"],
+                 ["d.txt", "FIFO"], id="data-libsvm-fifo"),
+    pytest.param(folder("dir.db"), ["pareto", "--tracking-uri", "dir.db"], ["dir.db", "directory"],
+                 id="uri-db-is-a-directory"),
+    pytest.param(None, ["pareto", "--tracking-uri", "http://127.0.0.1:9"], ["127.0.0.1:9"],
+                 id="uri-server-unreachable"),
+    pytest.param(space(), [*SWEEP, "--resume"], ["--resume", "nothing to resume"], id="resume-of-a-space-never-run"),
+    pytest.param(both(space(), text("runs", "x\n")), [*SWEEP, "--workdir", "runs"], ["--workdir"],
+                 id="workdir-is-a-file"),
 ]
 
 
@@ -567,6 +690,23 @@ def test_real_process_prints_one_line(setup, args, expect, tmp_path):
     assert_one_line(r.stderr, r.stdout, expect)
     assert snapshot(tmp_path) == before
     assert not (tmp_path / MARKER).exists()
+
+
+def test_ui_port_taken_is_one_line(tmp_path):
+    """`mentee ui --port P` with P held by another server: one line, exit 2, no URL to whatever holds it."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")}
+        r = subprocess.run([sys.executable, "-m", "search.cli", "ui", "--port", str(port)], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, f"exit {r.returncode}\n{r.stderr[-3000:]}"
+    assert_one_line(r.stderr, r.stdout, ["--port", str(port)])
+    assert "http://" not in r.stdout
+    assert snapshot(tmp_path) == {}
 
 
 # ------------------------------------------------------------------ the rules behind the corpus

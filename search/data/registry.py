@@ -177,10 +177,11 @@ def need_root(req: Request, expected: str) -> Path:
 MAX_FILE_BYTES = 2 << 30  # 2 GiB
 
 
-def read_bytes(path: Path, what: str, *, limit: int = MAX_FILE_BYTES) -> bytes:
+def read_bytes(path: Path, what: str, *, limit: int | None = None) -> bytes:
     """The file's bytes, gunzipped if it ends in .gz; every I/O or gzip failure becomes a UserError.
     Only a regular file is read (a FIFO or a device would read forever), and only up to `limit`
-    bytes, packed or unpacked, checked before anything that size is allocated."""
+    (MAX_FILE_BYTES) bytes, packed or unpacked, checked before anything that size is allocated."""
+    limit = MAX_FILE_BYTES if limit is None else limit
     try:
         # O_NONBLOCK: opening a FIFO with no writer would otherwise wait here forever
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
