@@ -603,6 +603,15 @@ def _load_mentor_file(content: bytes) -> Callable[[Path], object]:
     return call
 
 
+def _fits(budget: dict, resources: dict) -> Callable[[Path], object]:
+    def call(tmp: Path):
+        from search.spaces import Budget
+        from search.sweep.faults import check_cluster_fits
+
+        return check_cluster_fits(Budget(**budget), resources, "space.yaml")
+    return call
+
+
 LIBRARY = [
     pytest.param(_get_device("stm32f764"), ["unknown device 'stm32f764'", "did you mean 'stm32f746'"],
                  id="device-unknown-name"),
@@ -622,6 +631,10 @@ LIBRARY = [
     pytest.param(_load_mentor_with("os.path"), ["os.path", "package.module:function"], id="mentor-factory-no-colon"),
     pytest.param(_load_mentor_with("os:sep"), ["os:sep", "callable"], id="mentor-factory-not-callable"),
     pytest.param(_load_mentor_with("os:getcwd"), ["os:getcwd", "nn.Module"], id="mentor-factory-not-a-module"),
+    pytest.param(_fits({"cpus_per_trial": 10**6}, {"CPU": 2.0}), ["space.yaml", "budget.cpus_per_trial", "1e+06",
+                 "has 2"], id="cluster-cpus-per-trial-a-million"),
+    pytest.param(_fits({"gpus_per_trial": 1}, {"CPU": 2.0}), ["space.yaml", "budget.gpus_per_trial", "has 0"],
+                 id="cluster-gpus-per-trial-without-gpus"),
     pytest.param(_load_mentor_with("sys:exit"), ["sys:exit", "exited", "nn.Module"], id="mentor-factory-exits"),
     pytest.param(_load_mentor_with("json:loads"), ["json:loads", "raised TypeError"], id="mentor-factory-raises"),
     pytest.param(_load_mentor_with("this:s"), ["this:s", "str", "not callable"], id="mentor-factory-a-string"),

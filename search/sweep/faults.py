@@ -28,7 +28,7 @@ import sys
 from search.errors import SweepInterrupted
 
 __all__ = ["NodeDied", "node_died", "raise_if_node_died", "warn_if_unauthenticated", "watch_for_node_death",
-           "NODE_DIED"]
+           "check_cluster_fits", "NODE_DIED"]
 
 NODE_DIED = ("interrupted: the sweep's Ray node died (its raylet or object store went away); nothing recorded "
              "is lost: continue with `mentee sweep ... --resume` once Ray runs again")
@@ -138,3 +138,17 @@ def watch_for_node_death() -> None:
         print(NODE_DIED, file=sys.stderr, flush=True)
         os._exit(NodeDied.exit_code)
     os._exit(code if code >= 0 else 128 - code)
+
+
+def check_cluster_fits(budget, resources: dict[str, float], where: str) -> None:
+    """Raise UserError when the space asks a trial for more CPUs or GPUs than the whole Ray cluster has:
+    Ray would keep the trial pending and the sweep would hang without a word. Call it right after
+    joining Ray, before the mentor's task or any store is touched."""
+    from search.errors import UserError
+
+    for key, kind in (("cpus_per_trial", "CPU"), ("gpus_per_trial", "GPU")):
+        asked = getattr(budget, key)
+        have = resources.get(kind, 0.0)
+        if isinstance(asked, (int, float)) and asked > have:
+            raise UserError(f"{where}: key 'budget.{key}': {asked:g} {kind} per trial, but the Ray cluster has "
+                            f"{have:g}; expected at most {have:g} (or a cluster with more)")

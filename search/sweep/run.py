@@ -35,7 +35,7 @@ from search.config import MemberConfig, WorkKind
 from search.errors import SweepInterrupted, UserError
 from search.spaces import SearchSpace, space_hash
 from search.sweep.driver import Driver, MenteeBudget, SweepSummary
-from search.sweep.faults import raise_if_node_died, warn_if_unauthenticated
+from search.sweep.faults import check_cluster_fits, raise_if_node_died, warn_if_unauthenticated
 from search.sweep.mentor import mentor_outputs
 from search.sweep.plan import plan_sweep, trial_payload
 from search.sweep.racing import race
@@ -66,6 +66,7 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
 
     with phase("starting Ray" if address is None else f"connecting to Ray at {address}", enabled=show_progress):
         resources = connect_ray(address)
+    check_cluster_fits(space.budget, resources, where)  # a trial Ray can never place would hang the sweep
     t_ray = time.perf_counter()
     if show_progress and not Path(space.mentor.path).exists():
         console.print(f"mentor {space.mentor.path}: training it first ({space.mentor.epochs} epochs, on a GPU node "
