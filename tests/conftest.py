@@ -124,3 +124,34 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def pytest_sessionfinish(session, exitstatus):
     if _BROWSER_SKIPS and _browser_required() and session.exitstatus in (0, 5):  # 5: nothing else ran
         session.exitstatus = 1
+    _write_gpu_record()
+
+
+# ----------------------------------------------------------------- the record of a GPU run
+# Each test marked `gpu` that ran leaves its result (and what it measured, through `record_property`)
+# in bench/results/gpu-tests-<card>.json, with the card's name and the date: the last GPU run, on file.
+_GPU_RESULTS: dict[str, dict] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    rep = (yield).get_result()
+    if item.get_closest_marker("gpu") is not None and (rep.when == "call" or rep.outcome != "passed"):
+        _GPU_RESULTS[item.nodeid] = {"result": rep.outcome, **{k: v for k, v in item.user_properties}}
+
+
+def _write_gpu_record() -> None:
+    if not _GPU_RESULTS or not torch.cuda.is_available():
+        return
+    import datetime
+    import json
+    import re
+    from pathlib import Path
+
+    card = torch.cuda.get_device_name(0)
+    name = re.sub(r"[^A-Za-z0-9.-]+", "-", card)
+    out = Path(__file__).resolve().parents[1] / "bench" / "results" / f"gpu-tests-{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"card": card, "date": datetime.datetime.now(datetime.UTC).isoformat(
+        timespec="seconds"), "torch": torch.__version__, "cuda": torch.version.cuda, "tests": _GPU_RESULTS},
+        indent=2, default=str) + "\n")
