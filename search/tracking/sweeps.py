@@ -73,7 +73,7 @@ def resolve_run_id(uri: str | None, prefix: str) -> str:
         return ids[0]
     where = _client(uri).tracking_uri
     if not ids:
-        raise UserError(f"no mentee run id starts with '{prefix}' in {where}")
+        raise UserError(f"run '{prefix}' not found in {where}: no mentee run id starts with it")
     raise UserError(f"'{prefix}' starts {len(ids)} mentee run ids in {where}; give more of it")
 
 
