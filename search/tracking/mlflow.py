@@ -46,7 +46,6 @@ from mlflow.utils.validation import (
 from search.config import MemberConfig, MemberResult, Status, WorkItem, WorkKind, seed_member_id
 from search.errors import UserError
 from search.mentees import MenteeRecord, mean_std
-from search.terms import TERMS, describe_terms
 from search.tracking import bulk
 from search.tracking.retry import first_touch, retrying
 from search.tracking.stores import check_store
@@ -98,6 +97,8 @@ def resolve_uri(uri: str | None) -> str:
 def mapping_string(config: MemberConfig) -> str:
     """Readable mentor side, e.g. `layer2->layer3:rmse@0.1;kd@0.5/T4`; `none` when independent.
     Each loss term writes its own part (`search.terms`)."""
+    from search.terms import describe_terms  # here: the terms are torch modules, and reading runs needs no torch
+
     return describe_terms(config.terms)
 
 
@@ -113,6 +114,8 @@ def _run_name(config: MemberConfig) -> str:
 
 def _member_params(config: MemberConfig) -> dict[str, str]:
     """Dotted params: `arch.widths=8x8`, `train.lr=0.003`, one `term.<kind>` per loss term kind."""
+    from search.terms import TERMS  # here: the terms are torch modules, and reading runs needs no torch
+
     d = config.to_dict()
     out = {f"arch.{k}": _widths(config) if k == "widths" else str(v) for k, v in d["arch"].items()}
     out.update({f"train.{k}": str(v) for k, v in d["train"].items()})
