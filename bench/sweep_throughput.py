@@ -259,6 +259,7 @@ def step_throughput(b, ks, mixed: int, epochs: int) -> list[dict]:
     """Samples/s of training alone (no Ray, no MLflow): train_cohort end to end after a warm-up
     call (one-time CUDA set-up is not counted), and for the mixed cohort also the marginal rate
     of `epochs` more epochs (no building, no capture: the replayed steps and evaluations)."""
+    from search.terms import TERMS
     from search.train.group import plan_groups
 
     per_epoch = len(b.splits.x_train) // 128 * 128
@@ -283,6 +284,15 @@ def step_throughput(b, ks, mixed: int, epochs: int) -> list[dict]:
         # the same architectures, every member independent: what the loss slots (hints) cost
         dt = _timed([c.twin() for c in cfgs(epochs)], b, graph)
         out.append({"members": f"{mixed} mixed, all independent (ce only)", "K": mixed, "cuda_graph": graph,
+                    "groups": groups, "seconds": dt, "mentee_samples_per_s": mixed * epochs * per_epoch / dt})
+        # hints as before they merged across depths: a slot per (student tap, mentor tap), for comparison
+        hint_term = TERMS["hint"]
+        hint_term.merges_students = False  # type: ignore[attr-defined]
+        try:
+            dt = _timed(cfgs(epochs), b, graph)
+        finally:
+            hint_term.merges_students = True  # type: ignore[attr-defined]
+        out.append({"members": f"{mixed} mixed, hint slots per depth", "K": mixed, "cuda_graph": graph,
                     "groups": groups, "seconds": dt, "mentee_samples_per_s": mixed * epochs * per_epoch / dt})
         if not graph:  # the marginal rate needs steady timings: a GPU's, not a shared CPU's
             return out
