@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 
 from search.config import CohortReport, CohortSpec, MemberConfig, MemberResult, Status, WorkItem, WorkKind
 from search.mentees import Gatherer, Member, MenteeRecord, search_seeds, seed_items
@@ -172,6 +171,8 @@ class Driver:
         """A cohort finished: journal its members, queue each whole mentee for the writer (weights
         read now, while the checkpoint directory is certain to exist)."""
         path = Path(ckpt_dir) / "weights.pt" if ckpt_dir else None
+        import torch  # here, not at import: only a cohort's weights need it
+
         weights = torch.load(path, weights_only=True) if path is not None and path.exists() else {}
         rep = CohortReport.from_dict(report, weights, [w.member_id for w in spec.items])
         self.in_flight -= 1
