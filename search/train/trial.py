@@ -89,6 +89,15 @@ def _process_started() -> float:
         return _IMPORTED
 
 
+def cohort_gap(start: float, end: float) -> dict[str, float]:
+    """A cohort trained in this process from wall clock `start` to `end`: {"gap": seconds since the
+    process's last cohort ended} (none for its first), the GPU's idle time between the two."""
+    global _LAST_TRAIN_END
+    gap = {} if _LAST_TRAIN_END is None else {"gap": start - _LAST_TRAIN_END}
+    _LAST_TRAIN_END = end
+    return gap
+
+
 def cohort_trainable(config: dict, payload: TrialPayload) -> None:
     """One Ray Tune trial: train the cohort, report every member, weights in the checkpoint.
 
@@ -97,7 +106,6 @@ def cohort_trainable(config: dict, payload: TrialPayload) -> None:
     imports done, this call, training's start; and `gap`, the seconds from this process's last
     cohort's end of training to this one's start (Tune's hand-over, the next config, the data):
     the GPU is idle then unless another cohort trains beside it."""
-    global _LAST_TRAIN_END
     import ray
     from ray import tune
 
@@ -108,8 +116,7 @@ def cohort_trainable(config: dict, payload: TrialPayload) -> None:
     inner: dict[str, float] = {}
     results = _train_splitting([w.config for w in spec.items], splits, cache, payload, inner)
     t2 = time.time()
-    gap = {} if _LAST_TRAIN_END is None else {"gap": t1 - _LAST_TRAIN_END}
-    _LAST_TRAIN_END = t2
+    gap = cohort_gap(t1, t2)
     with tempfile.TemporaryDirectory() as d:
         # one file for the cohort: a file per member costs more than the tensors in it
         torch.save({w.member_id: r.state_dict for w, r in zip(spec.items, results) if r.state_dict is not None},
@@ -174,7 +181,9 @@ def prepare_mentor(spec: Any, data: dict[str, Any], taps: list[str], mentor_file
         if tap != "logits":
             shapes[name] = (mentor if v == FINAL else versions[v]).tap_shapes([tap])[0]
     free = torch.cuda.mem_get_info()[0] if dev.type == "cuda" else 0
-    return {"logits": cache.logits.cpu().numpy(), "feats": {k: v.cpu().numpy() for k, v in cache.feats.items()},
+    import ray  # the node that ran this: never the driver's on a cluster (tests/sweep/test_multinode.py)
+    return {"node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
+            "logits": cache.logits.cpu().numpy(), "feats": {k: v.cpu().numpy() for k, v in cache.feats.items()},
             "shapes": shapes, "trained_file": trained, "trained_assistant": trained_assistant,
             "metrics": mentor.spec.get("metrics", {}), "device_free_bytes": int(free),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}

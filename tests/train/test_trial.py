@@ -5,7 +5,8 @@ import pytest
 
 from search.config import ArchConfig, CohortSpec, MemberConfig, TermConfig, TrainConfig, WorkItem, WorkKind
 from search.spaces import AssistantSpec, MentorArch, MentorSpec
-from search.train.trial import on_device, prepare_mentor, splits_to_arrays
+from search.train import trial
+from search.train.trial import cohort_gap, on_device, prepare_mentor, splits_to_arrays
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +63,12 @@ def test_prepare_mentor_distils_the_assistant_once_then_loads_it(data, tmp_path)
                                    atol=1e-3)
     final_only = prepare_mentor(spec, data, ["layer3"], first["trained_file"], "cpu")
     assert final_only["trained_assistant"] is None and set(final_only["feats"]) == {"layer3"}  # not asked: not made
+
+
+def test_gap_between_cohorts_is_from_one_end_of_training_to_the_next_start(monkeypatch):
+    """A process's first cohort has no gap; each later one reports the seconds since the last one's
+    training ended: the GPU's idle time that benchmarks add up (bench/sweep_throughput.py)."""
+    monkeypatch.setattr(trial, "_LAST_TRAIN_END", None)
+    assert cohort_gap(100.0, 130.0) == {}
+    assert cohort_gap(130.5, 160.0) == {"gap": 0.5}
+    assert cohort_gap(162.0, 190.0) == {"gap": 2.0}
