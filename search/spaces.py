@@ -105,6 +105,8 @@ class Budget(SpaceModel):
     # after the search, racing (search/sweep/racing.py): mentees not clearly dominated within their arm get up
     # to this many more seeds, added to their runs; 0 = off. Shipped spaces set it; unset, a space keeps 0
     reevaluate_seeds: int = Field(default=0, ge=0, le=100)
+    # racing gives a contender no more seeds once its own 95% interval is within ± this (0.015: 1.5 points)
+    precision: float = Field(default=0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _auto_needs_minutes(self) -> Budget:

@@ -13,8 +13,10 @@ validation accuracy is known to ± h = 2·s/√n (n its seeds; s the seed-to-see
 pooled over every mentee of the sweep with two or more seeds — one seed's own spread says little —
 or 0.05 when none has). A mentee is *clearly dominated* when some other mentee of its arm, no
 larger (cost ≤), is better even pessimistically: mean − h of that one > mean + h of this one. Every
-mentee not clearly dominated, with fewer seeds than the maximum, gets the next round. After each
-round the intervals shrink and the rule is applied again, until no contender lacks seeds.
+mentee not clearly dominated, with fewer seeds than the maximum, gets the next round — unless
+`budget.precision` is set and its own 95% interval (t over its ≥ 3 seeds) is already within ±
+precision. After each round the intervals shrink and the rule is applied again, until no
+contender lacks seeds; with `mentees: auto`, no round starts once `budget.minutes` are spent.
 
 The seeds are the search's continued (seed + n, + n + 1, …): the same for every mentee of a sweep,
 so a mentored mentee's seeds pair with its independent rival's. A resumed sweep computes the same
@@ -26,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from search.config import MemberConfig, WorkItem, WorkKind
-from search.mentees import seed_items
+from search.mentees import seed_items, t_half_width
 from search.sweep.driver import Driver
 from search.tracking import load_runs
 
@@ -55,9 +58,10 @@ def pooled_seed_std(frame: pd.DataFrame) -> float:
     return float(math.sqrt((var[good] * dof[good]).sum() / dof[good].sum())) if good.any() else PRIOR_SEED_STD
 
 
-def contenders(frame: pd.DataFrame, max_seeds: int, cost: str = "params") -> list[str]:
+def contenders(frame: pd.DataFrame, max_seeds: int, cost: str = "params", precision: float = 0.0) -> list[str]:
     """Run ids of the finished mentees that are not clearly dominated within their arm and have
-    fewer than `max_seeds` seeds, in size order."""
+    fewer than `max_seeds` seeds, in size order; with `precision`, not those whose own 95% interval
+    (over ≥ 3 seeds) is already within ± precision."""
     done = frame[(frame["status"] == "finished")].dropna(subset=["val_acc", cost])
     if done.empty:
         return []
@@ -71,7 +75,9 @@ def contenders(frame: pd.DataFrame, max_seeds: int, cost: str = "params") -> lis
         for i, rid in enumerate(arm["run_id"]):
             rivals = (size <= size[i]) & (np.arange(len(size)) != i)
             dominated = rivals.any() and (mean[rivals] - half[rivals]).max() > mean[i] + half[i]
-            if not dominated and arm["n_seeds"].iloc[i] < max_seeds:
+            n = int(arm["n_seeds"].iloc[i])
+            precise = precision > 0 and n >= 3 and t_half_width(float(arm["val_acc_std"].iloc[i]), n) <= precision
+            if not dominated and n < max_seeds and not precise:
                 out.append((size[i], rid))
     return [rid for _, rid in sorted(out, key=lambda t: t[0])]
 
@@ -91,16 +97,20 @@ def _round_items(frame: pd.DataFrame, ids: list[str], per_round: int, max_seeds:
     return items
 
 
-def race(driver: Driver, max_seeds: int, tuner_for: Callable[[Driver], Any], show_progress: bool = True) -> bool:
-    """Give the contenders more seeds, round by round, until none lacks any; True when every round
-    was recorded whole. `tuner_for(driver)` builds the Ray Tune Tuner that hands out `driver`'s cohorts."""
+def race(driver: Driver, max_seeds: int, tuner_for: Callable[[Driver], Any], show_progress: bool = True,
+         precision: float = 0.0, deadline: float | None = None) -> bool:
+    """Give the contenders more seeds, round by round, until none lacks any (or, past `deadline`, a
+    time.monotonic() value, no new round starts); True when every round was recorded whole.
+    `tuner_for(driver)` builds the Ray Tune Tuner that hands out `driver`'s cohorts."""
     from search.progress import Progress
 
     per_round = max(1, driver.seeds)
     for _ in range(MAX_ROUNDS):
+        if deadline is not None and time.monotonic() > deadline:
+            return True  # the time budget is spent: the seeds recorded so far are the answer
         frame = load_runs(driver.tracker.uri, parent_run_id=driver.parent_run_id)
         driver.run_ids.update(zip(frame["member_id"], frame["run_id"]))
-        ids = contenders(frame, max_seeds)
+        ids = contenders(frame, max_seeds, precision=precision)
         items = [w for w in _round_items(frame, ids, per_round, max_seeds) if not driver.gather.holds(w.member_id)]
         if not items:
             return True

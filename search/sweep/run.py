@@ -138,7 +138,9 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
         # racing: mentees not clearly dominated within their arm get more seeds, added to their runs, in
         # fused cohorts through the same machinery (search/sweep/racing.py); never halved
         t_re = time.perf_counter()
+        deadline = None if mentee_budget is None else mentee_budget.started + 60 * mentee_budget.minutes
         complete = race(driver, plan.seeds + space.budget.reevaluate_seeds, show_progress=show_progress,
+                        precision=space.budget.precision, deadline=deadline,
                         tuner_for=lambda d: _tuner(plan, dataclasses.replace(payload, rungs=()), d,
                                                    storage or str(work / "ray"),
                                                    f"{experiment}-{parent[:8]}-race-{int(time.time())}"))

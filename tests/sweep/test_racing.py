@@ -48,6 +48,11 @@ def test_a_clearly_dominated_mentee_gets_no_more_seeds():
     # a mentee at the maximum is done, whatever its standing
     df.loc[df.run_id == "big-better", ["n_seeds"]] = 4
     assert "big-better" not in contenders(df, max_seeds=4)
+    # with a precision, a mentee whose own interval over ≥ 3 seeds is that tight gets no more
+    df = pd.DataFrame(rows[:1] + [mentee("tight", "mentored", 300, [0.90, 0.901, 0.902]),
+                                  mentee("loose", "mentored", 400, [0.85, 0.95, 0.99])])
+    assert contenders(df, max_seeds=10, precision=0.015) == ["small-good", "loose"]  # small-good: 2 seeds
+    assert contenders(df, max_seeds=10) == ["small-good", "tight", "loose"]
     # with wide noise nothing is clearly dominated: everyone races
     noisy = pd.DataFrame([mentee("a", "mentored", 1, [0.2, 0.9]), mentee("b", "mentored", 2, [0.1, 0.5])])
     assert contenders(noisy, max_seeds=4) == ["a", "b"]
