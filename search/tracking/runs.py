@@ -20,8 +20,9 @@ from mlflow.exceptions import MlflowException
 
 from search.config import COST_AXES, MemberConfig, seed_member_id
 from search.errors import UserError
-from search.tracking.fastread import RunRecord, read_runs
+from search.tracking.fastread import RunRecord, experiment_ids, read_runs
 from search.tracking.mlflow import _client, _get_run, resolve_uri
+from search.tracking.stores import check_store
 
 if TYPE_CHECKING:
     import torch
@@ -125,25 +126,30 @@ def load_runs(
 ) -> pd.DataFrame:
     """One row per mentee run (columns `RUN_COLUMNS`); `widths` reads like `8x8`, `status` is
     the word (finished / pruned / failed). Without filters: every mentee run in the store."""
-    client = _client(uri, must_exist=True)
-    if parent_run_id is not None:
-        ids = [_get_run(client, parent_run_id).info.experiment_id]
-    elif experiment is not None:
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            names = sorted(e.name for e in client.search_experiments())
-            raise UserError(
-                f"MLflow experiment {experiment!r} not found in {client.tracking_uri}; have {names}"
-            )
-        ids = [exp.experiment_id]
-    else:
-        ids = [e.experiment_id for e in client.search_experiments(max_results=50_000)]
+    uri = resolve_uri(uri)
+    check_store(uri, reader=True)
+    # a SQL store is read with SQLAlchemy alone (search/tracking/fastread.py); else MLflow's client
+    ids = experiment_ids(uri, experiment, parent_run_id)
+    if ids is None:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)  # the store was checked above
+        if parent_run_id is not None:
+            ids = [_get_run(client, parent_run_id).info.experiment_id]
+        elif experiment is not None:
+            exp = client.get_experiment_by_name(experiment)
+            if exp is None:
+                names = sorted(e.name for e in client.search_experiments())
+                raise UserError(f"MLflow experiment {experiment!r} not found in {uri}; have {names}")
+            ids = [exp.experiment_id]
+        else:
+            ids = [e.experiment_id for e in client.search_experiments(max_results=50_000)]
     wanted = {"mentee.kind": "mentee"}
     if parent_run_id is not None:
         wanted["mlflow.parentRunId"] = parent_run_id
-    # on SQL stores a few plain queries (search/tracking/fastread.py), not search_runs' whole Run objects;
-    # the per-epoch curves are not columns (load_curves reads them)
-    rows = [_row(r) for r in read_runs(client.tracking_uri, ids, wanted, skip_metrics=("curve.",))]
+    # on SQL stores a few plain queries, not search_runs' whole Run objects; the per-epoch curves are not
+    # columns (load_curves reads them)
+    rows = [_row(r) for r in read_runs(uri, ids, wanted, skip_metrics=("curve.",))]
     # a store written before seeds were fused may hold re-evaluation runs: seeds of another run, not mentees
     rows = [r for r in rows if r["work"] != "reeval"]
     return pd.DataFrame(rows, columns=list(RUN_COLUMNS)).astype(RUN_COLUMNS)

@@ -166,7 +166,7 @@ def test_load_runs_reads_the_same_frame_by_sql_as_by_search_runs(tmp_path, monke
                                                                      skip_metrics=("curve.",)) for k in r.metrics)
 
     by_sql = {"all": load_runs(uri), "one": load_runs(uri, "read"), "sweep": load_runs(uri, parent_run_id=parent)}
-    monkeypatch.setattr(bulk, "_sql_store", lambda uri: None)  # what a server gets: search_runs, page by page
+    monkeypatch.setattr(fastread, "_engine", lambda uri: None)  # what a server gets: search_runs, page by page
     by_search = {"all": load_runs(uri), "one": load_runs(uri, "read"), "sweep": load_runs(uri, parent_run_id=parent)}
     assert [len(by_sql[k]) for k in ("all", "one", "sweep")] == [9, 8, 7]
     for k in by_sql:
