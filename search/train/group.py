@@ -58,6 +58,9 @@ class MatmulConv1d(nn.Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # a tuple: only convs with numeric padding are given this class (`FusedGroup.__init__`)
         k, s, p = self.kernel_size[0], self.stride[0], cast(tuple[int, ...], self.padding)[0]
+        if k == s == 1 and not p:  # a 1×1 map (a hint's projection): no unfold, whose backward is a kernel
+            y = torch.einsum("bcl,oc->bol", x, self.weight[:, :, 0])
+            return y if self.bias is None else y + self.bias[:, None]
         cols = (F.pad(x, (p, p)) if p else x).unfold(-1, k, s)  # [B, C, L', k]
         y = torch.einsum("bclk,ock->bol", cols, self.weight)
         return y if self.bias is None else y + self.bias[:, None]
