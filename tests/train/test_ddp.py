@@ -36,7 +36,16 @@ def test_two_gloo_workers_train_a_mentor_that_loads(ray_local, mnist1d_small, tm
     with torch.no_grad():
         pred = loaded.model(mnist1d_small.x_test).argmax(-1)
     assert (pred == mnist1d_small.y_test).float().mean().item() == pytest.approx(metrics["test_acc"], abs=1e-6)
-    assert metrics["test_acc"] > 0.3 and metrics["val_acc"] > 0.3  # 10 classes: chance is 0.1
+    # DDP learns what one process learns at the same global batch (64 = 2 workers x 32), epochs, lr and
+    # seed: the shards and per-worker batch-norm statistics differ, so not bit for bit, but as well as
+    # one process does, seed for seed (one process's own spread over seeds 0-2 is the yardstick)
+    from search.train.mentor import train_mentor
+
+    alone = [train_mentor(arch, mnist1d_small, epochs=10, lr=1e-2, batch_size=64, seed=s)[1]["test_acc"]
+             for s in range(3)]
+    spread = max(alone) - min(alone)
+    # measured on 2 CPU cores: DDP 0.475; one process 0.475, 0.442, 0.525 (seeds 0, 1, 2)
+    assert abs(metrics["test_acc"] - alone[0]) <= max(spread, 0.05), (metrics["test_acc"], alone)
 
 
 def test_bad_worker_counts_are_user_errors(mnist1d_small):
