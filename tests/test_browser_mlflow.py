@@ -4,7 +4,8 @@ and a pick registered for a device. Chromium's own `--dump-dom` gives the DOM on
 fetches ran (virtual time waits for the network), so no driver package is needed; each page is one call.
 
 What a user does: `mentee ui` prints the sweep's URL; it opens on the training runs (not MLflow 3's GenAI
-overview), the parent run lists the sweep's runs, its artifacts list the dashboard, and the registry shows the
+overview), the sweep's mentees flat with their numbers as columns, sorted by val_acc; the parent run lists
+the sweep's runs, its artifacts list the dashboard, and the registry shows the
 device's alias. In CI (`CI` set) a missing browser fails instead of skipping.
 """
 
@@ -18,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -41,7 +43,9 @@ def dump_dom(tmp_path: Path, url: str, expect: list[str]) -> str:
     dom = ""
     for budget in (10_000, 30_000):
         profile = tmp_path / f"profile-{uuid.uuid4().hex[:8]}"
+        # wide: the runs table draws only the columns in view
         cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--window-size=3200,1400",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                f"--user-data-dir={profile}", f"--virtual-time-budget={budget}", "--dump-dom", url]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -79,8 +83,8 @@ def sweep(mlflow_server, tmp_path_factory):
         res = MemberResult(MemberConfig(arch), Status.FINISHED, val_acc=0.6 + 0.1 * i, test_acc=0.6 + 0.1 * i,
                            epochs_run=3, curves={"val_acc": [0.3, 0.5, 0.6 + 0.1 * i]},
                            cost=architecture_cost(net, (1, 40)), state_dict=net.state_dict())
-        tracker.log_member(parent, res, tags={"mentee.input_shape": "[1, 40]", "mentee.num_classes": "10"},
-                           member_id=str(i))
+        tracker.log_member(parent, res, tags={"mentee.input_shape": "[1, 40]", "mentee.num_classes": "10",
+                                              "mentee.arm": "mentored" if i else "independent"}, member_id=str(i))
     runs = load_runs(mlflow_server, exp)
     html = build_dashboard(runs, title=exp, devices=[load_devices()["stm32f746"]], picked=None)
     path = write_dashboard(html, tmp_path_factory.mktemp("dash") / f"dashboard-{exp}.html")
@@ -90,8 +94,10 @@ def sweep(mlflow_server, tmp_path_factory):
     model, version, alias = register_pick(mlflow_server, best, "stm32f746")
     client = MlflowClient(mlflow_server)
     names = sorted(client.get_run(r).info.run_name for r in runs.run_id)
+    by_val_acc = [client.get_run(r).info.run_name for r in runs.sort_values("val_acc", ascending=False).run_id]
     torch.set_num_threads(2)
     return {"base": mlflow_server, "exp": exp, "exp_id": tracker.experiment_id, "parent": parent, "names": names,
+            "by_val_acc": by_val_acc,
             "model": model, "alias": alias, "parent_name": client.get_run(parent).info.run_name}
 
 
@@ -155,3 +161,79 @@ def test_mentee_ui_prints_the_sweeps_url(tmp_path, unused_port):
     want = experiment_url(f"http://127.0.0.1:{unused_port}", experiment_id(uri, "printed"))
     assert f"the sweep's runs: {want}" in lines, lines
     assert want.endswith("?workflowType=machine_learning")
+
+
+def log_small_sweep(uri: str, exp: str) -> tuple[str, list[str]]:
+    """A sweep of three mentees (two seeds each) in `uri`; (parent run id, run names best val_acc first)."""
+    from mlflow.tracking import MlflowClient
+
+    from search.config import ArchConfig, MemberConfig, MemberResult, Status
+    from search.measure import architecture_cost
+    from search.models import create_mentee
+    from search.tracking import SweepTracker, load_runs
+
+    tracker = SweepTracker(uri, exp)
+    parent = tracker.start_sweep(exp, {"dataset.name": "mnist1d"}, {"mentee.space_hash": "ready"})
+    for i, widths in enumerate([(4,), (8, 8), (16, 16)]):
+        arch = ArchConfig("conv1d", widths, 5, False)
+        net = create_mentee(arch, (1, 40), 10)
+        acc = (0.7, 0.9, 0.8)[i]  # the middle one best: sorted by val_acc is not the order they were logged
+        res = MemberResult(MemberConfig(arch), Status.FINISHED, val_acc=acc, test_acc=acc - 0.01, epochs_run=3,
+                           cost=architecture_cost(net, (1, 40)), state_dict=net.state_dict())
+        tracker.log_member(parent, res, tags={"mentee.input_shape": "[1, 40]", "mentee.num_classes": "10",
+                                              "mentee.arm": "mentored" if i else "independent"}, member_id=str(i))
+    tracker.finish_sweep(parent)
+    client = MlflowClient(uri)
+    runs = load_runs(uri, exp).sort_values("val_acc", ascending=False)
+    return parent, [client.get_run(r).info.run_name for r in runs.run_id]
+
+
+def test_mentee_ui_opens_the_sweeps_mentees_flat_sorted_with_their_numbers(tmp_path, unused_port):
+    """`mentee ui` on a store with a sweep prints a URL that opens its mentees as rows of their own (the parent
+    filtered out, nothing folded under it), val_acc, test_acc, params, bytes_int8 and the arm as columns, best
+    val_acc first; on one MLflow worker and no job runner."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    parent, names = log_small_sweep(uri, "ready")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "ui", "--tracking-uri", uri, "--port",
+                             str(unused_port)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        url = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and url is None:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("the sweep's runs: "):
+                url = line.split(": ", 1)[1].strip()
+        assert url is not None and f"viewStateShareKey=mentee-{parent}" in url, url
+        base = url.split("/#/")[0]
+        while True:  # the server answers after ~15 s
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline + 60, "mentee ui's server did not come up"
+            time.sleep(0.5)
+        dom = dump_dom(tmp_path, url, names + ["bytes_int8"])
+        text = text_of(dom)
+        for column in ("val_acc", "test_acc", "params", "bytes_int8", "mentee.arm"):
+            assert column in text, f"column {column} missing: {text[:3000]}"
+        order = [text.find(n) for n in names]
+        assert -1 not in order, f"a mentee is not a row: {names} {text[:3000]}"  # none folded away
+        assert order == sorted(order), (names, text[:3000])  # best val_acc first
+        assert f"/runs/{parent}" not in dom  # the parent is no row: nothing is folded under it
+        workers = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(workers) <= 4, workers  # the exec'd server, its one uvicorn worker (MLflow's default: 4 + jobs)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)

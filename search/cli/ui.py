@@ -68,10 +68,13 @@ def experiment_url(base: str, exp_id: str, share_key: str | None = None) -> str:
     """The UI page of an experiment's training runs. MLflow 3.17's UI opens every experiment on its GenAI
     overview unless the URL (or the browser's last choice) says `workflowType=machine_learning`; the
     experiment tag `mlflow.experimentKind` alone no longer decides it. `share_key`: a view stored on the
-    experiment (search.tracking.sweeps.share_sweep_view) that the page applies; compareRunsMode=TABLE opens
-    the runs table, not the charts."""
-    url = f"{base}/#/experiments/{exp_id}?workflowType=machine_learning"
-    return url + f"&compareRunsMode=TABLE&viewStateShareKey={share_key}" if share_key else url
+    experiment (search.tracking.sweeps.share_sweep_view) that the runs page applies — on its own route,
+    /experiments/ID/runs (the experiment's landing page ignores the key); compareRunsMode=TABLE opens the
+    table, not the charts."""
+    if share_key:
+        return (f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning&compareRunsMode=TABLE"
+                f"&viewStateShareKey={share_key}")
+    return f"{base}/#/experiments/{exp_id}?workflowType=machine_learning"
 
 
 @app.command()
