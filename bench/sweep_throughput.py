@@ -15,7 +15,8 @@
     PyTorch loop — on the first `--plain-subset` configs. Its cost is linear in trials, so its
     wall time past `ray.init` is scaled to all configs (the JSON says from how many).
 (c) *unfused*: `train_cohort(..., fuse=False)` (every member its own group: the reference the
-    fused step must match) on the first `--unfused-subset` configs, in-process.
+    fused step must match) on the first `--unfused-subset` configs, each with the seeds the cohort
+    sweep gave it (a mentee's accuracy is its seeds' mean in both), in-process.
 Then the speed-up at equal work, mentee-samples/s/GPU (samples × epochs summed over mentees,
 over the whole sweep) and each front's hypervolume (val acc × log10 params), each compared on
 the same configs. `--only steps` times training steps alone: K fused members of one structure,
@@ -122,8 +123,8 @@ def sweep_child(args) -> None:
     wall = time.time() - PROCESS_START  # the last MLflow write is done when run_sweep returns
     ray.shutdown()
     df = load_runs(args.uri, parent_run_id=s.parent_run_id)
-    rows = [{"idx": int(r.member_id.split("-")[1]), "val_acc": r.val_acc, "params": r.params}
-            for r in df.itertuples() if r.status == "finished"]
+    rows = [{"idx": int(r.member_id.split("-")[1]), "val_acc": r.val_acc, "params": r.params,
+             "n_seeds": int(r.n_seeds)} for r in df.itertuples() if r.status == "finished"]
     Path(args.sweep_child).write_text(json.dumps({
         "wall_s": wall, "run_sweep_s": s.seconds, "ray_reused": reused, "mentee_samples": s.mentee_samples,
         "rows": rows, "trials": s.trials, "phases": s.phases, "trial_timings": s.trial_timings}, default=float))
@@ -231,14 +232,26 @@ def run_plain(configs, payload, gpus: int, uri: str) -> dict:
 
 # --------------------------------------------------------------- (c) unfused
 
-def run_unfused(configs, b) -> dict:
+def run_unfused(configs, b, seeds: int = 1) -> dict:
+    """Each config trained alone with the seeds the sweep gave it (`search.mentees.search_seeds`),
+    its validation accuracy their mean, as the sweep records a mentee: the fronts compare alike."""
+    import dataclasses
+
+    from search.mentees import search_seeds
     from search.train.cohort import train_cohort
 
+    members = [(i, dataclasses.replace(c, train=dataclasses.replace(c.train, seed=s)))
+               for i, c in enumerate(configs) for s in search_seeds(c, seeds)]
     t0 = time.perf_counter()
-    res = train_cohort(configs, b.splits, cache=b.cache, mentor_shapes=b.shapes, fuse=False, keep_weights=False)
-    rows = [{"idx": i, "val_acc": r.val_acc, "params": r.cost["params"]} for i, r in enumerate(res)
-            if r.status == "finished"]
-    return {"wall_s": time.perf_counter() - t0, "rows": rows}
+    res = train_cohort([m for _, m in members], b.splits, cache=b.cache, mentor_shapes=b.shapes, fuse=False,
+                       keep_weights=False)
+    wall = time.perf_counter() - t0
+    done: dict[int, list] = {}
+    for (i, _), r in zip(members, res):
+        done.setdefault(i, []).append(r)
+    rows = [{"idx": i, "val_acc": sum(r.val_acc for r in rs) / len(rs), "params": rs[0].cost["params"],
+             "n_seeds": len(rs)} for i, rs in done.items() if all(r.status == "finished" for r in rs)]
+    return {"wall_s": wall, "rows": rows, "seeds": seeds}
 
 
 # --------------------------------------------------------------- step throughput
@@ -377,7 +390,9 @@ def main() -> None:
                  wall_s=p["ray_init_s"] + (p["wall_s_measured"] - p["ray_init_s"]) * len(configs) / len(sub))
         res["plain"] = p
     if "unfused" in parts:
-        res["unfused"] = run_unfused(configs[:args.unfused_subset], b)
+        # as many seeds a config as the cohort sweep gave its mentees (the fronts compare means alike)
+        seeds = max((r.get("n_seeds", 1) for r in res.get("cohort", {}).get("rows", [])), default=1)
+        res["unfused"] = run_unfused(configs[:args.unfused_subset], b, seeds)
     if "steps" in parts:
         res["steps"] = step_throughput(b, [int(k) for k in args.ks.split(",") if k], args.mixed, args.step_epochs)
     report(res, samples, gpus, configs, b.splits)
@@ -405,11 +420,13 @@ def report(res: dict, samples: float, gpus: int, configs, splits) -> None:
         r["hypervolume"] = hv(r["rows"], ref)
         note = {"plain": f"scaled from {r.get('scaled_from')} of {r.get('scaled_to')} mentees "
                          f"(measured {r.get('wall_s_measured', 0):.1f} s)",
-                "unfused": f"first {len(r['rows'])} mentees, in-process, no Ray"}.get(
+                "unfused": f"first {len(r['rows'])} mentees × {r.get('seeds', 1)} seeds, in-process, no Ray"}.get(
             k, f"from process start; Ray {'reused' if r.get('ray_reused') else 'started'}; "
                f"{r.get('in_flight', 1)} cohort(s) in flight per GPU")
         if k != "unfused":
-            r["samples_per_s_per_gpu"] = samples / r["wall_s"] / max(gpus, 1)
+            # every seed counted: a cohort sweep trains each config with the sweep's seeds (its
+            # `mentee_samples`), the plain script each config once
+            r["samples_per_s_per_gpu"] = r.get("mentee_samples", samples) / r["wall_s"] / max(gpus, 1)
         rate = f"{r['samples_per_s_per_gpu']:>22,.0f}" if k != "unfused" else f"{'':>22}"
         print(f"{k:<8} {r['wall_s']:>8.1f} {rate} {r['hypervolume']:>12.4f} {len(r['rows']):>9}  {note}")
         if "phases" in r:
@@ -434,8 +451,9 @@ def report(res: dict, samples: float, gpus: int, configs, splits) -> None:
                 print(f"front vs {k} on the same {len(only)} configs: hypervolume {mine:.4f} vs {theirs:.4f} "
                       f"({100 * (mine / theirs - 1):+.2f}%)")
         if "plain" in res:
-            res["speedup"] = res["plain"]["wall_s"] / c["wall_s"]
-            print(f"speed-up at equal work (plain, scaled / cohort): {res['speedup']:.1f}×")
+            res["speedup"] = c["samples_per_s_per_gpu"] / res["plain"]["samples_per_s_per_gpu"]
+            print(f"speed-up at equal work (mentee-samples/s/GPU, every seed counted: cohort / plain): "
+                  f"{res['speedup']:.1f}×")
     if "steps" in res:
         print(f"\n{'members':<36} {'graph':>6} {'groups':>7} {'seconds':>8} {'mentee-samples/s':>18}")
         for r in res["steps"]:
