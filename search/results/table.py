@@ -73,7 +73,8 @@ def format_front(df: pd.DataFrame, fmt: str = "table", columns: Sequence[str] | 
     if fmt == "json":
         # to_json knows numpy scalars and writes NaN as null; full precision (double_precision=15 is its max,
         # so re-dump from Python floats instead)
-        records = [{c: _plain(v) for c, v in zip(cols, r)} for r in d.itertuples(index=False, name=None)]
+        records = [{c: _plain(v, integral=c in _COUNTS or _is_bytes(c)) for c, v in zip(cols, r)}
+                   for r in d.itertuples(index=False, name=None)]
         return json.dumps(records, indent=2)
     if fmt not in ("table", "markdown"):
         raise UserError(f"--format: '{fmt}' is not one of {', '.join(FORMATS)}")
@@ -88,12 +89,15 @@ def format_front(df: pd.DataFrame, fmt: str = "table", columns: Sequence[str] | 
                      for r in [cols, *rows])
 
 
-def _plain(v: object) -> object:
-    """A JSON value: NaN → null, numpy scalars → Python numbers, tuples → lists."""
+def _plain(v: object, integral: bool = False) -> object:
+    """A JSON value: NaN → null, numpy scalars → Python numbers (a count or a size as an integer, as the
+    table shows it: a store hands them back as floats), tuples → lists."""
     if isinstance(v, (np.integer,)):
         return int(v)
     if isinstance(v, (float, np.floating)):
-        return None if math.isnan(v) else float(v)
+        if math.isnan(v):
+            return None
+        return int(v) if integral and float(v).is_integer() else float(v)
     if isinstance(v, np.bool_):
         return bool(v)
     if isinstance(v, (tuple, np.ndarray)):
