@@ -29,6 +29,7 @@ import glob
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -78,19 +79,43 @@ def _sweep_tags(experiment: str) -> dict[str, str]:
             "mentee.input_shape": "[1, 40]", "mentee.num_classes": "10", "mentee.arm": "mentored"}
 
 
-def write(uri: str, experiment: str, n: int, batch: int, curves: bool) -> dict:
-    """Mentees written by the sweep's writer, `batch` a call; runs/s over the whole."""
+# the root processes of the servers this benchmark started (mlflow server, PostgreSQL's postmaster): the CPU
+# their process trees spend per mentee is the capacity a less busy machine would show
+_SERVERS: list[int] = []
+
+
+def _servers_cpu() -> float:
+    import psutil
+
+    total = 0.0
+    for pid in _SERVERS:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            for p in (root, *root.children(recursive=True)):
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    total += t.user + t.system
+    return total
+
+
+def write(uri: str, experiment: str, n: int, batch: int, curves: bool, warm: int) -> dict:
+    """Mentees written by the sweep's writer, `batch` a call; runs/s over the whole, and the CPU this
+    process and the servers spent per mentee."""
     tracker = SweepTracker(uri, experiment)
     parent = tracker.start_sweep(f"{experiment}-bench", {"budget": n}, {})
     rnd = random.Random(0)
-    records = [(_record(i, rnd, curves), _sweep_tags(experiment)) for i in range(n)]
-    tracker.log_mentees(parent, records[:2])  # the store's first touch (engine, pool, a server's workers)
-    t = time.perf_counter()
-    for start in range(2, n, batch):
+    records = [(_record(i, rnd, curves), _sweep_tags(experiment)) for i in range(n + warm)]
+    # not timed: the store's first touch (engine, pool; a server's workers each load their code on
+    # their first requests)
+    tracker.log_mentees(parent, records[:warm])
+    t, cpu, servers = time.perf_counter(), time.process_time(), _servers_cpu()
+    for start in range(warm, n + warm, batch):
         tracker.log_mentees(parent, records[start:start + batch])
     seconds = time.perf_counter() - t
+    cpu, servers = time.process_time() - cpu, _servers_cpu() - servers
     tracker.finish_sweep(parent)
-    return {"runs": n - 2, "seconds": round(seconds, 3), "runs_per_s": round((n - 2) / seconds, 1)}
+    return {"runs": n, "seconds": round(seconds, 3), "runs_per_s": round(n / seconds, 1),
+            "writer_cpu_ms_per_run": round(1000 * cpu / n, 2), "servers_cpu_ms_per_run": round(1000 * servers / n, 2)}
 
 
 def _free_port() -> int:
@@ -108,6 +133,7 @@ def mlflow_server(backend: str, root: Path) -> Iterator[str]:
     with open(root / f"server-{port}.log", "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    _SERVERS.append(proc.pid)
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -115,10 +141,12 @@ def mlflow_server(backend: str, root: Path) -> Iterator[str]:
                 if r.status == 200:
                     break
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not come up: {(root / f'server-{port}.log').read_text()[-2000:]}")
+                log_text = (root / f"server-{port}.log").read_text()[-2000:]
+                raise RuntimeError(f"mlflow server did not come up: {log_text}")
             time.sleep(0.5)
         yield url
     finally:
+        _SERVERS.remove(proc.pid)
         os.killpg(proc.pid, signal.SIGTERM)  # its workers outlive a plain kill of the parent
         try:
             proc.wait(20)
@@ -148,37 +176,49 @@ def postgres(root: Path) -> Iterator[str | None]:
         for db in ("direct", "served"):
             subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mentee", db],
                            check=True, capture_output=True)
+        postmaster = int((pg / "data" / "postmaster.pid").read_text().split()[0])
+        _SERVERS.append(postmaster)
         yield f"postgresql://mentee@127.0.0.1:{port}"
+        _SERVERS.remove(postmaster)
     finally:
         subprocess.run([*ctl, "-m", "fast", "stop"], capture_output=True)
         shutil.rmtree(pg, ignore_errors=True)
 
 
-def _command_seconds(argv: list[str], repeats: int) -> tuple[float, str]:
-    """Median wall seconds of `mentee ARGV` as a fresh process, and its output's last line."""
-    times, out = [], ""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _command_seconds(argv: list[str], repeats: int) -> tuple[float, float, str]:
+    """Median wall and CPU seconds of `mentee ARGV` as a fresh process, and its output's last line. On a
+    shared machine the CPU seconds are the steadier number."""
+    times, cpus, out = [], [], ""
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _children_cpu()
         done = subprocess.run([sys.executable, "-m", "search.cli", *argv], capture_output=True, text=True)
         times.append(time.perf_counter() - t)
+        cpus.append(_children_cpu() - c)
         if done.returncode != 0:
             raise RuntimeError(f"mentee {' '.join(argv)} failed: {done.stderr[-2000:]}")
         out = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-    return round(statistics.median(times), 3), out
+    return round(statistics.median(times), 3), round(statistics.median(cpus), 3), out
 
 
 def read(uri: str, experiment: str, mentees: int, batch: int, repeats: int) -> dict:
-    write(uri, experiment, mentees + 2, batch, curves=True)
+    write(uri, experiment, mentees - 2, batch, curves=True, warm=2)
     out: dict = {"mentees": mentees}
     for _ in range(2):  # the second call: the file in the page cache, as for any later command
         t, c = time.perf_counter(), time.process_time()
         frame = load_runs(uri, experiment)
-        out["load_runs_s"], out["load_runs_cpu_s"] = round(time.perf_counter() - t, 3), round(time.process_time() - c, 3)
-    assert len(frame) == mentees + 2, len(frame)
+        out["load_runs_s"] = round(time.perf_counter() - t, 3)
+        out["load_runs_cpu_s"] = round(time.process_time() - c, 3)
+    assert len(frame) == mentees, len(frame)
     common = ["--tracking-uri", uri, "--experiment", experiment]
-    out["pareto_s"], _ = _command_seconds(["pareto", *common], repeats)
-    out["pick_s"], out["pick_says"] = _command_seconds(["pick", "--max-params", "20k", *common], repeats)
-    out["import_only_s"], _ = _command_seconds(["--help"], repeats)
+    out["pareto_s"], out["pareto_cpu_s"], _ = _command_seconds(["pareto", *common], repeats)
+    out["pick_s"], out["pick_cpu_s"], out["pick_says"] = _command_seconds(["pick", "--max-params", "20k", *common],
+                                                                           repeats)
+    out["help_s"], out["help_cpu_s"], _ = _command_seconds(["--help"], repeats)
     return out
 
 
@@ -208,7 +248,8 @@ def main() -> None:
                 with opened as uri:
                     for curves in (True, False):
                         key = f"{name}, {'with' if curves else 'without'} curves"
-                        results["write"][key] = write(uri, f"w-{len(results['write'])}", n, args.batch, curves)
+                        results["write"][key] = write(uri, f"w-{len(results['write'])}", n, args.batch, curves,
+                                                      warm=min(64, n))
                         print(f"{key:48s} {results['write'][key]['runs_per_s']:9,.1f} runs/s", flush=True)
             results["read"]["sqlite"] = read(f"sqlite:///{root / 'r.db'}", "read", args.mentees, args.batch,
                                              args.repeats)
@@ -219,14 +260,16 @@ def main() -> None:
     results["load_after"] = os.getloadavg()[0]
 
     print(f"\nwriter → store, {args.batch} mentees a call ({card}; load average {results['load_before']:.1f})")
-    print(f"{'store':48s} {'runs':>6s} {'seconds':>8s} {'runs/s':>9s}")
+    print(f"{'store':44s} {'runs':>6s} {'seconds':>8s} {'runs/s':>9s} {'writer CPU':>11s} {'servers CPU':>12s}")
     for key, w in results["write"].items():
-        print(f"{key:48s} {w['runs']:6d} {w['seconds']:8.2f} {w['runs_per_s']:9,.1f}")
-    print(f"\nreading back {args.mentees:,} mentees (wall s; load_runs in-process, commands from process start)")
-    print(f"{'store':12s} {'load_runs':>10s} {'(cpu)':>7s} {'pareto':>8s} {'pick':>8s} {'--help':>8s}")
+        print(f"{key:44s} {w['runs']:6d} {w['seconds']:8.2f} {w['runs_per_s']:9,.1f} "
+              f"{w['writer_cpu_ms_per_run']:8.2f} ms {w['servers_cpu_ms_per_run']:9.2f} ms")
+    print(f"\nreading back {args.mentees:,} mentees: wall s (CPU s); load_runs in-process, the commands as fresh "
+          "processes, from process start")
+    print(f"{'store':12s} {'load_runs':>14s} {'pareto':>14s} {'pick':>14s} {'mentee --help':>14s}")
     for key, r in results["read"].items():
-        print(f"{key:12s} {r['load_runs_s']:10.2f} {r['load_runs_cpu_s']:7.2f} {r['pareto_s']:8.2f} "
-              f"{r['pick_s']:8.2f} {r['import_only_s']:8.2f}")
+        cells = [f"{r[k + '_s']:.2f} ({r[k + '_cpu_s']:.2f})" for k in ("load_runs", "pareto", "pick", "help")]
+        print(f"{key:12s} " + " ".join(f"{c:>14s}" for c in cells))
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"tracking_throughput-{card}.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
