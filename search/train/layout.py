@@ -2,8 +2,9 @@
 
     parts = plan_groups(cfgs, splits.input_shape, splits.num_classes)   # 1–3 groups per cohort
     arch, exits = template_of([cfgs[i].arch for i in parts[0]])        # the group's template
-    layout = Layout(build_member(arch, slots, shape, nc, mentor_shapes, exits), multi=True)
-    flat, mask, buffers = layout.pack([(member, depth, slot_ids), ...])   # [K, P], [K, P], {name: [K, ...]}
+    slots = plan_slots(group_cfgs, arch, exits, shape, nc, mentor_shapes)  # its loss slots (hints merged)
+    layout = Layout(build_member(arch, slots.terms, shape, nc, mentor_shapes, exits, slots.merged), multi=True)
+    flat, mask, buffers = layout.pack([(member, depth, slots.of_member[j]), ...])   # [K, P], [K, P], {name: [K, ...]}
 
 A template has the widest layer at each depth, the largest kernel, and a head at every
 member depth (`search.models.Exits`). Every member's parameters are one row of a flat [K, P]
