@@ -259,3 +259,13 @@ def test_arm_balance_counts_searched_members_per_size_band():
     # bands of log2(params): 5 → 2, 10 → 3, 20 and 30 → 4, 40 and 50 → 5; pruned counts
     assert b.to_dict("index") == {2: {"mentored": 0, "independent": 1}, 4: {"mentored": 1, "independent": 1},
                                   5: {"mentored": 2, "independent": 0}}
+
+
+def test_the_table_keeps_to_100_columns_with_a_device_and_deep_widths():
+    df = two_arms()
+    df["widths"] = "16x32x64x64"
+    df["fits"] = True
+    v = front_view(df, extra=["fits"])
+    v["run_id"] = "f" * 32
+    lines = format_front(v, "table").splitlines()
+    assert lines[0].split() == list(v.columns) and max(map(len, lines)) <= 100, lines

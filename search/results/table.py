@@ -25,6 +25,7 @@ __all__ = ["FORMATS", "format_front", "cell"]
 FORMATS = ("table", "csv", "json", "markdown")
 _COUNTS = {"params", "macs", "kernel", "seeds", "n_seeds", "n_pairs", "epochs_run", "seed", "band", "mentored",
            "independent", *(f"{a}_{c}" for a in ("mentored", "independent") for c in ("params", "macs", "n"))}
+MAX_WIDTH = 100  # a table for people fits this many columns (a terminal's default is 80-120)
 SHORT_ID = 8  # a run id's first characters: unique in any store a person reads (export takes them too)
 
 
@@ -85,7 +86,8 @@ def format_front(df: pd.DataFrame, fmt: str = "table", columns: Sequence[str] | 
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in esc[1:]])
     width = [max(len(s) for s in col) for col in zip(cols, *rows)] if cols else []
     text = [not pd.api.types.is_numeric_dtype(d[c]) or d[c].dtype == bool for c in cols]
-    return "\n".join("  ".join(s.ljust(w) if t else s.rjust(w) for s, w, t in zip(r, width, text)).rstrip()
+    gap = "  " if sum(width) + 2 * (len(width) - 1) <= MAX_WIDTH else " "  # one space where two would pass 100
+    return "\n".join(gap.join(s.ljust(w) if t else s.rjust(w) for s, w, t in zip(r, width, text)).rstrip()
                      for r in [cols, *rows])
 
 
