@@ -282,3 +282,33 @@ def test_pick_device_nothing_fits_shows_the_nearest(store, cli):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("no finished mentee fits speck; the nearest:")
     assert r.stdout.count("  run ") == 3 and "misses: params:" in r.stdout and "registered:" not in r.stdout
+
+
+def test_export_from_a_store_without_its_artifacts_says_where_it_looked(tmp_path, data, cli):
+    """A store copied without its artifact folder: one line naming the store and the folder looked in."""
+    import shutil
+    from urllib.parse import unquote, urlparse
+
+    from mlflow.tracking import MlflowClient
+
+    from search.config import ArchConfig, MemberConfig, MemberResult, Status
+    from search.measure import architecture_cost
+    from search.models import create_mentee
+    from search.tracking import SweepTracker
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = SweepTracker(uri, "copied")
+    parent = tracker.start_sweep("copied", {"dataset.name": "mnist1d"}, {})
+    arch = ArchConfig("conv1d", (4,), 5, False)
+    net = create_mentee(arch, data.input_shape, data.num_classes)
+    res = MemberResult(MemberConfig(arch), Status.FINISHED, val_acc=0.5, test_acc=0.5, epochs_run=1,
+                       cost=architecture_cost(net, data.input_shape), state_dict=net.state_dict())
+    run_id = tracker.log_member(parent, res, tags={"mentee.input_shape": "[1, 40]", "mentee.num_classes": "10"},
+                                member_id="0")
+    tracker.finish_sweep(parent)
+    root = unquote(urlparse(MlflowClient(uri).get_run(parent).info.artifact_uri).path).split("/copied/")[0]
+    shutil.rmtree(root)  # the artifact folder that did not come along
+    r = cli("export", run_id, "--out", "x.onnx", "--tracking-uri", uri, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"store {uri}; artifacts looked for under file://{root}/copied/" in r.stderr, r.stderr
+    assert not (tmp_path / "x.onnx").exists()

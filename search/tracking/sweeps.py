@@ -59,9 +59,17 @@ def list_sweeps(uri: str | None, experiment: str | None = None) -> pd.DataFrame:
 def mentee_row(uri: str | None, run_id: str) -> pd.Series:
     """One mentee run as `load_runs` reads it (the same columns), by its id, with where its files are:
     `artifact_uri` (the run's) and `weights_at` (the mentee.weights tag, if the sweep wrote one)."""
-    run = _get_run(_client(uri, must_exist=True), run_id)
-    return pd.Series({**_row(run), "artifact_uri": run.info.artifact_uri,
-                      "weights_at": run.data.tags.get("mentee.weights")})
+    client = _client(uri, must_exist=True)
+    run = _get_run(client, run_id)
+    weights_at = None
+    refs, parent = run.data.tags.get("mentee.weights"), run.data.tags.get("mlflow.parentRunId")
+    if refs and parent:  # the seeds' weights: a file per write batch among the parent run's artifacts
+        import json
+        import posixpath
+
+        first = next(iter(json.loads(refs).values()), "")
+        weights_at = f"{_get_run(client, parent).info.artifact_uri}/{posixpath.dirname(first)}".rstrip("/")
+    return pd.Series({**_row(run), "artifact_uri": run.info.artifact_uri, "weights_at": weights_at})
 
 
 def resolve_run_id(uri: str | None, prefix: str) -> str:
