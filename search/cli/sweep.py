@@ -50,4 +50,5 @@ def sweep(
                         resume=resume, where=str(space))
     typer.echo(f"sweep '{summary.experiment}' done in {summary.seconds:.1f} s: {summary.finished} finished, "
                f"{summary.pruned} pruned, {summary.failed} failed mentees in {summary.trials} trials "
-               f"(parent run {summary.parent_run_id}); see `mentee pareto --experiment {summary.experiment}`")
+               f"(parent run {summary.parent_run_id}); see `mentee pareto --experiment {summary.experiment}"
+               + (f" --tracking-uri {tracking_uri}`" if tracking_uri else "`"))
