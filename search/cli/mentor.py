@@ -28,8 +28,8 @@ def mentor_train(
     lr: float = typer.Option(3e-3, help="Peak learning rate (one-cycle)."),
     seed: int = typer.Option(0, help="Seed for the split, the initialisation and the data order."),
     out: Path = typer.Option(Path("mentors/mentor.pt"), help="Where to save the mentor."),
-    device: str = typer.Option("auto", help="cpu, cuda or auto."),
-    workers: int = typer.Option(1, help="Data-parallel workers (Ray Train DDP; one GPU each with --device "
+    device: str = typer.Option("auto", "--accelerator", help="Where to train: cpu, cuda or auto."),
+    workers: int = typer.Option(1, help="Data-parallel workers (Ray Train DDP; one GPU each with --accelerator "
                                         "cuda/auto on a GPU machine, else one CPU each)."),
 ):
     """Train a mentor network and save it (spec + state dict) for later sweeps."""
@@ -102,7 +102,7 @@ def compare(
     lr: float = typer.Option(1e-2, help="Learning rate."),
     batch_size: int = typer.Option(128, help="Batch size."),
     seeds: int = typer.Option(3, help="Seeds to average over (≥ 1)."),
-    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    device: str = typer.Option("auto", "--accelerator", help="Where to train: cpu, cuda or auto."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
 ):
     """Train one mentee independently and mentored over N seeds; print both side by side."""

@@ -1,7 +1,7 @@
 """Train a mentor data-parallel with Ray Train (DDP): gloo on CPUs, NCCL on GPUs.
 
     mentor, metrics = train_mentor_ddp(arch, splits, workers=4, use_gpu=True, epochs=60, out="mentors/m.pt")
-    mentee mentor train --workers 4 --device cuda          # the same from the CLI
+    mentee mentor train --workers 4 --accelerator cuda     # the same from the CLI
 
 The recipe is `train_mentor`'s (AdamW, weight decay 5e-4 on weights only, one-cycle
 schedule from `optim.lr_factor`, batch 128, bf16 autocast on CUDA), written as a plain
