@@ -16,14 +16,16 @@ A profile file maps device names to budgets; every budget is optional::
       flash: {limit: 1MiB, precision: int8, overhead: 64KiB}  # weights at int8 + runtime ≤ 1 MiB
       sram: {limit: 320KiB, precision: int8, overhead: 32KiB} # peak activation arena + runtime ≤ 320 KiB
       latency: {limit: 200ms, scale: 300}                   # latency measured here × 300 ≤ 200 ms
+      train: {limit: 256KiB, batch_size: 8, optimizer: sgd} # training it there (measure.training_memory)
 
 Sizes take B, KB, KiB, MB, MiB, GB, GiB (KB = 1000 B, KiB = 1024 B; a bare number is bytes), counts
 k, M, G, latency ms, s or us (a bare number is ms). `flash: 1MB` is short for `{limit: 1MB}` (int8, no
 overhead). A user's file adds devices or replaces shipped ones whole, by name.
 
 Each budget reads one cost column (AXES; the same names as MLflow metrics and dashboard axes) and
-fits when `value × scale + overhead ≤ limit`. `Budget.max_cost` is the largest column value that
-fits: where the dashboard draws the device's line.
+fits when `value × scale + overhead ≤ limit`. A `train` budget reads the column of its batch size and
+optimiser (`TrainSpec.axis`, e.g. train_bytes.b8.sgd), which results.costs.with_training_memory fills.
+`Budget.max_cost` is the largest column value that fits: where the dashboard draws the device's line.
 
 Latency on the device: a profile scales the latency measured on the picking machine
 (`measure.latency_ms_ort`, 1 thread) by `scale`. A lookup table measured on the device would plug in
