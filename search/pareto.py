@@ -100,12 +100,10 @@ def paired_gain(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> 
 
 def ci95(std: float, n: int, level: float = 0.95) -> float:
     """Half-width of the two-sided `level` t-interval of a mean over n seeds with sample std `std`
-    (NaN below two seeds: one seed says nothing about the spread)."""
-    from scipy import stats
+    (NaN below two seeds): the mentee record's own rule (search.mentees.t_half_width), one definition."""
+    from search.mentees import t_half_width
 
-    if n < 2 or not math.isfinite(float(std)):
-        return float("nan")
-    return float(stats.t.ppf(0.5 + level / 2, n - 1)) * float(std) / math.sqrt(n)
+    return t_half_width(float(std), int(n), level)
 
 
 _COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
