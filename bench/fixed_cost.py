@@ -69,6 +69,8 @@ def child(args) -> None:
         row.update(tune_to_worker=first["process_started_at"] - fit_at,
                    worker_imports=first["imported_at"] - first["process_started_at"],
                    to_call=first["called_at"] - first["imported_at"], data_to_device=first["data_to_device"])
+    # after `total`: the first cohort's groups built, then its first epoch (warm-up steps, graph capture)
+    row.update(build=first.get("train.build", float("nan")), first_epoch=first.get("train.first_epoch", float("nan")))
     Path(args.child).write_text(json.dumps(row))
 
 
@@ -123,7 +125,7 @@ def main() -> None:
     for i in range(args.repeats):
         rows["first sweep"].append(_sweep(args, work, work / f"empty-{i}"))
         rows["later sweep"].append(_sweep(args, work, shared))
-    cols = (*PHASES, "total", *TRIAL_PHASES)
+    cols = (*PHASES, "total", *TRIAL_PHASES, "build", "first_epoch")
     med = {k: {ph: statistics.median(r.get(ph, float("nan")) for r in rs) for ph in cols} for k, rs in rows.items()}
     print(f"\na sweep's fixed cost with Ray running, {card}, {args.space} (median of {args.repeats}; seconds)")
     print(f"{'':<12}" + "".join(f"{ph:>10}" for ph in (*PHASES, "total")) + "   | to_train: " +
@@ -135,6 +137,9 @@ def main() -> None:
           "to_train = tune_to_worker (tuner.fit() to the trial's process start) + worker_imports (that process's\n"
           "start to the trial side imported) + to_call (to the trainable's call: Ray, Tune, the payload) +\n"
           "data_to_device")
+    for k, m in med.items():
+        print(f"{k}: then the first cohort's groups built in {m['build']:.2f} s, its first epoch (warm-up steps, "
+              f"graph capture) {m['first_epoch']:.2f} s")
     res = {"bench": "fixed_cost", "card": card, "space": args.space, "repeats": args.repeats, "median": med,
            "rows": rows, "python": platform.python_version(), "torch": torch.__version__, "target_s": 5.0}
     path = Path(args.out) / f"fixed_cost-{card.replace(' ', '-')}.json"
