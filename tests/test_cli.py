@@ -135,8 +135,9 @@ def test_sweep_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert "nothing trained" in r.stdout
     assert rows["experiment"] == "cli"
     assert rows["mentees (twins included)"] == "8"
-    assert rows["cohort size"] == "4"
-    assert rows["trials (cohorts)"] == "~2"
+    assert rows["cohort size"] == "4 members"
+    assert rows["trials (cohorts)"] == "~4"  # 8 mentees × 2 seeds (CPUs) in cohorts of 4
+    assert rows["seeds per mentee"].startswith("2 (fused in one cohort)")
     assert rows["epochs per mentee"] == "2" and rows["early stopping"] == "off"
     assert "train 210, val 30, test 60" in rows["dataset"]
     # No mlflow.db, no mentee-runs/, no mentors/: the directory is exactly as it was.
