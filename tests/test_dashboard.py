@@ -180,3 +180,18 @@ def test_a_mentee_is_one_dot_with_its_seed_means_and_the_device_row_is_the_pick(
     (row,) = re.findall(r'<tr data-device="board">.*?</tr>', html, re.S)
     best = pick(df[[BOARD.fits(r) for _, r in df.iterrows()]])
     assert f"{best['run_id']} (val {best['val_acc']:.4f}" in row
+
+
+def test_the_device_table_respects_a_training_budget():
+    """A device that budgets training: a mentee fits only if its training memory (the column the budget
+    reads, as `mentee dashboard` computes it) fits too; without the column nothing is said to fit."""
+    from search.devices import TrainSpec
+
+    train = TrainSpec(limit=5000, batch_size=8, optimizer="sgd")
+    dev = DeviceProfile("trainer", "trains on board", "made up", (Budget(train.axis, train.limit),), train)
+    df = runs_frame()
+    html = build_dashboard(df, title="t", devices=[dev])
+    assert "<td class=num>0</td>" in re.findall(r'<tr data-device="trainer">.*?</tr>', html, re.S)[0]
+    df[train.axis] = [1000.0 * (i + 1) for i in range(len(df))]  # w4i, w4m, w8i, w8m, w16i fit (≤ 5000)
+    (row,) = re.findall(r'<tr data-device="trainer">.*?</tr>', build_dashboard(df, title="t", devices=[dev]), re.S)
+    assert "<td class=num>5</td>" in row and "w16i (val 0.8500" in row and "w16m" not in row
