@@ -261,8 +261,9 @@ class Driver:
         if rec.status is Status.FINISHED and rec.val_acc == rec.val_acc:
             s.best_val = max(s.best_val, rec.val_acc)
         if self.progress is not None:
-            best = f", best val {s.best_val:.3f} (mean of {self.seeds} seeds)" if s.best_val >= 0 else ""
-            self.progress.advance(1, f"{s.finished} finished, {s.pruned} pruned, {s.failed} failed{best}")
+            if rec.status is Status.FINISHED:
+                self.progress.best(rec.val_acc)  # a mentee's seed mean: the number every view shows
+            self.progress.advance(1, f"{s.finished} finished, {s.pruned} pruned, {s.failed} failed")
 
 
 @dataclass
