@@ -1,12 +1,13 @@
-"""Does mentorship pay, measured fairly? Both arms searched at equal budget, their fronts re-evaluated.
+"""Does mentorship pay, measured fairly? Both arms searched at equal budget, every mentee over seeds.
 
     python bench/mentorship_front.py                      # one GPU: spaces/mnist1d.yaml, then 1,000 training samples
     python bench/mentorship_front.py --setting default    # one setting only
     python bench/mentorship_front.py --smoke              # CPU, minutes: tiny budgets, a tiny mentor, few epochs
 
 Each setting is one `run_sweep` of the space: the driver alternates independent and mentored asks
-paired by architecture (the same trials at every size, the same optimiser ranges), then
-re-trains every point of either arm's front and its rival at ≤ that size with N fresh seeds.
+paired by architecture (the same trials at every size, the same optimiser ranges), every mentee
+trained with `--seeds` seeds fused (one run holds each seed's numbers); then racing gives the
+mentees not clearly dominated in their arm up to `--race` more seeds (search/sweep/racing.py).
 For each size on either front it prints the best mentored and the best independent mentee at ≤
 that size (picked by validation), test accuracy mean ± std over the seeds, the gain paired by
 seed and its 95% t-interval, and whether the target holds there: mentored ≥ independent + 1.5
@@ -58,7 +59,7 @@ def settings(space: SearchSpace, args) -> dict[str, SearchSpace]:
                 upd[key] = getattr(sp, key).model_copy(update=changes)
         return sp.model_copy(update=upd)
 
-    budget = {"reevaluate_seeds": args.seeds, **({"mentees": args.mentees} if args.mentees else {})}
+    budget = {"seeds": args.seeds, "reevaluate_seeds": args.race, "mentees": 12 if args.smoke else args.mentees}
     train = {"epochs": args.epochs} if args.epochs else None
     work = ROOT / "bench-work" / "mentorship-front"
     if args.smoke:  # a small mentor and tiny data: every step of the real thing, in CPU minutes
@@ -94,7 +95,8 @@ def sweep(name: str, space: SearchSpace, uri: str) -> dict:
     n_train = len(load_dataset(d.name, n_samples=d.n_samples, seed=d.seed).x_train)
     balance = arm_balance(runs)
     return {"setting": name, "experiment": space.name, "n_samples": d.n_samples, "n_train": n_train,
-            "mentees": space.budget.mentees, "epochs": space.train.epochs, "seeds": space.budget.reevaluate_seeds,
+            "mentees": space.budget.mentees, "epochs": space.train.epochs, "seeds": space.budget.seeds,
+            "race_seeds": space.budget.reevaluate_seeds,
             "wall_s": wall, "phases": s.phases, "mentor_test_acc": mentor.get("test_acc"),
             "arms": {a: int(balance[a].sum()) for a in ("mentored", "independent")},
             "balance": balance.to_dict("records"), "rows": json.loads(table.to_json(orient="records")),
@@ -110,7 +112,8 @@ def pct(x: float) -> str:
 def markdown(res: dict) -> str:
     lines = [f"**{res['setting']}** ({res['n_train']:,} training samples; {res['arms']['mentored']} mentored + "
              f"{res['arms']['independent']} independent mentees × {res['epochs']} epochs; test accuracy, mean ± std "
-             f"over {res['seeds']} re-evaluation seeds; mentor {pct(res['mentor_test_acc'])}%)", "",
+             f"over {res['seeds']} seeds, up to {res['seeds'] + res['race_seeds']} where raced; mentor "
+             f"{pct(res['mentor_test_acc'])}%)", "",
              "| params | front | mentored (widths, terms) | test acc | independent at ≤ size (widths, params) "
              "| test acc | gain (pts) | 95% CI | ≥ +1.5 |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -135,9 +138,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", default=str(ROOT / "spaces" / "mnist1d.yaml"))
     ap.add_argument("--setting", choices=["all", "default", "1k-train"], default="all")
-    ap.add_argument("--mentees", type=int, default=None, help="mentees per setting, both arms (default: the space's)")
+    ap.add_argument("--mentees", type=int, default=128, help="mentees per setting, both arms (the space's "
+                    "`auto` would fill its minutes per setting: too long for one GPU call)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs per mentee (default: the space's)")
-    ap.add_argument("--seeds", type=int, default=3, help="re-evaluation seeds")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds every mentee is trained with, fused")
+    ap.add_argument("--race", type=int, default=2, help="more seeds for the mentees racing gives them to")
     ap.add_argument("--smoke", action="store_true", help="CPU: a tiny mentor, 12 mentees, 3 epochs")
     args = ap.parse_args()
     os.chdir(ROOT)  # the space's mentor paths are relative to the repository
