@@ -301,3 +301,38 @@ def test_mentored_asks_are_not_offered_what_loses_and_say_why():
     # without the ledger's verdict the same search does offer KD
     free = ask_many(ArmBalance.for_space(space), new_study(space), space, 30)
     assert any(x.kind == "kd" for t, c in free for x in c.terms)
+
+
+def test_the_ledger_reads_a_real_sweeps_records_paired_by_seed(ray_local, tmp_path, monkeypatch):
+    """A tiny sweep on the CPU (both arms, 2 seeds a mentee, MLflow on sqlite): the ledger built from
+    its records holds, for every mentored mentee, its seeds' val accuracy minus the mean of the
+    independents of its architecture with the same seed — computed here by hand from the frame."""
+    from search.sweep.run import run_sweep
+    from search.tracking import load_runs
+
+    monkeypatch.chdir(tmp_path)
+    space = parse_space({
+        "name": "ledger", "dataset": {"name": "mnist1d", "n_samples": 300},
+        "mentor": {"arch": {"widths": [8, 8, 8]}, "epochs": 2, "path": str(tmp_path / "m.pt")},
+        "mentee": {"depth": [1, 2], "width": [4, 8], "kernel": 5},
+        "terms": {"kd": {"enabled": True, "weight": 0.5, "normalise": True}},
+        "train": {"epochs": 2}, "budget": {"mentees": 8, "cohort_size": 8, "seeds": 2}})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = run_sweep(space, tracking_uri=uri, workdir=tmp_path / "runs", show_progress=False)
+    runs = load_runs(uri, parent_run_id=summary.parent_run_id)
+    ledger = MethodLedger.from_runs(runs)
+    want: dict[int, list[float]] = {}
+    done = runs[runs.status == "finished"]
+    for _, r in done.iterrows():
+        cfg = MemberConfig.from_dict(json.loads(r.config))
+        if cfg.independent:
+            continue
+        ind = done[(done.arch_key == r.arch_key) & done.config.map(
+            lambda c: MemberConfig.from_dict(json.loads(c)).independent)]
+        for s, v in zip(r.seeds, r.val_accs):
+            same = [dict(zip(i.seeds, i.val_accs))[s] for _, i in ind.iterrows() if s in i.seeds]
+            if same:
+                want.setdefault(size_band(cfg.arch), []).append(100 * (v - sum(same) / len(same)))
+    assert want, "the sweep recorded no mentored mentee with an independent of its architecture"
+    for band, gains in want.items():
+        assert sorted(ledger.gains(band)["kd"]) == pytest.approx(sorted(gains))
