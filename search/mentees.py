@@ -124,7 +124,9 @@ class MenteeRecord:
             seed_epochs=sum(res.epochs_run for _, res, _ in members),
             train_seconds=float(sum(res.train_seconds for _, res, _ in members)),
             node_id=members[-1][2],
-            weights={item.config.train.seed: res.state_dict for item, res in done if res.state_dict is not None},
+            # a pruned mentee's finished seeds are no network to export: its numbers do not compare
+            weights={item.config.train.seed: res.state_dict for item, res in done
+                     if res.state_dict is not None and status is Status.FINISHED},
             failed_seeds=tuple(item.config.train.seed for item, res, _ in members if res.status is not Status.FINISHED),
             error=errors[0] if errors else None,
             member_ids=tuple(item.member_id for item, _, _ in members),
