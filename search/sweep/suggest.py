@@ -86,7 +86,9 @@ def suggest_member(trial: optuna.Trial, space: SearchSpace) -> MemberConfig:
     arch = ArchConfig(m.family, widths, int(_pick(trial, "kernel", m.kernel, integer=True)),
                       bool(_pick(trial, "batch_norm", m.batch_norm)))
     pick = functools.partial(_pick, trial)
-    sections = {n: s for n, s in space.terms.items() if arm == "mentored" or not TERMS[n].uses_mentor}
+    # a mentor term with `min_width` is offered only to mentees whose narrowest layer is that wide
+    sections = {n: s for n, s in space.terms.items() if not TERMS[n].uses_mentor
+                or (arm == "mentored" and (s.min_width is None or min(widths) >= s.min_width))}
     terms = [term for name, section in sections.items() for term in TERMS[name].suggest(section, pick, depth)]
     if any(x.uses_mentor and x.weight > 0 for x in terms):
         terms = list(with_source(terms, pick("teacher", space.mentor.teacher)))

@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from torch import nn
 from torch.nn import functional as F
 
@@ -131,9 +131,12 @@ class TermSpace(BaseModel):
     """A term's section of a search space (unknown keys and NaN are errors, as everywhere)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # offered only to mentees whose narrowest layer has at least this many channels (or units): a term
+    # that hurts the smallest mentees is kept from them (README, "What hurts a small mentee")
+    min_width: int | None = Field(default=None, ge=1, le=65_536)
     # keys added after spaces were first hashed (`search.spaces.space_hash`, what resume matches):
     # left out of a dump while at their default, so a space that does not use them keeps its hash
-    LATER: ClassVar[tuple[str, ...]] = ("normalise",)
+    LATER: ClassVar[tuple[str, ...]] = ("normalise", "min_width")
 
     @model_serializer(mode="wrap")
     def _without_later_defaults(self, handler):

@@ -336,3 +336,20 @@ def test_the_ledger_reads_a_real_sweeps_records_paired_by_seed(ray_local, tmp_pa
     assert want, "the sweep recorded no mentored mentee with an independent of its architecture"
     for band, gains in want.items():
         assert sorted(ledger.gains(band)["kd"]) == pytest.approx(sorted(gains))
+
+
+def test_a_term_with_min_width_is_kept_from_narrower_mentees():
+    space = parse_space({**SPACE, "terms": {"kd": {"enabled": True, "min_width": 8},
+                                            "hint": {"taps": {"last": ["layer3"]}}}})
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(60):
+        study.enqueue_trial({"arm": "mentored"})
+        trial = study.ask()
+        cfg = suggest_member(trial, space)
+        kinds = {t.kind for t in cfg.terms}
+        assert ("kd" in kinds) == (min(cfg.arch.widths) >= 8) and "hint" in kinds and LABEL_TERM in kinds
+        seen.add(min(cfg.arch.widths) >= 8)
+        study.tell(trial, [0.5, 1.0])
+    assert seen == {False, True}
+    assert "min_width" not in parse_space(SPACE).terms["kd"].model_dump()  # unset: the space's hash is as before
