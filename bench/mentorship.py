@@ -175,7 +175,8 @@ def main() -> None:
                   f"{verdict}")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"mentorship-{card.replace(' ', '-')}-n{len(splits.y_train)}-w{args.widths.replace(',', '-')}-e{args.epochs}.json"
+    widths = args.widths.replace(",", "-")
+    path = out / f"mentorship-{card.replace(' ', '-')}-n{len(splits.y_train)}-w{widths}-e{args.epochs}.json"
     path.write_text(json.dumps({"card": card, "epochs": args.epochs, "seeds": args.seeds, "lrs": lrs,
                                 "train_samples": len(splits.y_train), "teacher_test_acc": mentor_acc,
                                 "wall_s": wall, "rows": rows}, indent=1))
