@@ -43,6 +43,10 @@ def read_yaml(p: Path, text: str, *, like: str) -> Any:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        lines = text.splitlines()
+        if mark and mark.line < len(lines) and "\t" in lines[mark.line][:len(lines[mark.line]) - len(
+                lines[mark.line].lstrip())]:  # the commonest slip, said in our words
+            problem = "a tab in the indentation; YAML indents with spaces"
         raise UserError(f"{p}: malformed YAML{where}: {problem}") from None
 
 

@@ -249,6 +249,13 @@ def _fields(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+# pydantic's messages for a value of the wrong type, in our words
+_OUR_WORDS = {"int_parsing": "expected an integer", "int_type": "expected an integer",
+              "int_from_float": "expected an integer", "float_parsing": "expected a number",
+              "float_type": "expected a number", "bool_parsing": "expected true or false",
+              "bool_type": "expected true or false", "string_type": "expected text", "list_type": "expected a list",
+              "dict_type": "expected a mapping", "model_type": "expected a mapping",
+              "model_attributes_type": "expected a mapping", "finite_number": "expected a finite number"}
 _TYPE_MISMATCH = re.compile(r"_(type|parsing)$|^(model|dict|list|bool|int|float|string)_")
 
 
@@ -271,6 +278,10 @@ def _one_line(path: str, err: ValidationError) -> str:
              "greater_than": "> {gt}"}.get(e["type"])
     if bound:  # the bound in our words (pydantic's change between releases), with thousands separated
         msg = "expected " + bound.format(**{k: f"{v:,}" if isinstance(v, int) else v for k, v in e["ctx"].items()})
+    elif e["type"] in _OUR_WORDS:
+        msg = _OUR_WORDS[e["type"]]
+    elif e["type"] == "literal_error":
+        msg = f"expected one of {e['ctx']['expected']}"
     got = e.get("input")
     show = got is not None and not isinstance(got, dict) and len(repr(got)) < 60 and ", got " not in msg
     got_s = f", got {got!r}" if show else ""  # (a message of ours may already say what it got)

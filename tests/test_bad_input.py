@@ -206,8 +206,8 @@ CASES = [
     # --- spaces: the file itself
     pytest.param(text("space.yaml", "name: x\ndataset: {name: mnist1d\n"), SWEEP,
                  ["space.yaml", "malformed YAML", "line 3"], id="space-malformed-yaml"),
-    pytest.param(text("space.yaml", "name: x\n\tmentee: 1\n"), SWEEP, ["space.yaml", "malformed YAML", "tab"],
-                 id="space-tab-indent"),
+    pytest.param(text("space.yaml", "name: x\n\tmentee: 1\n"), SWEEP,
+                 ["space.yaml", "malformed YAML", "line 2", "a tab in the indentation"], id="space-tab-indent"),
     pytest.param(raw("space.yaml", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe"), SWEEP,
                  ["space.yaml", "not UTF-8"], id="space-binary"),
     pytest.param(raw("space.yaml", "name: caf\u00e9\n".encode("latin-1")), SWEEP, ["space.yaml", "not UTF-8"],
