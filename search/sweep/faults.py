@@ -122,7 +122,13 @@ def watch_for_node_death() -> None:
     os.close(write_end)
     # Ctrl-C reaches both (one process group): the child stops its sweep cleanly, the parent waits for it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGTERM))
+    told: list[int] = []  # a SIGTERM the parent got and passed on: the child's end is then no node's death
+
+    def forward(signum, _frame):
+        told.append(signum)
+        os.kill(pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
     while True:
         try:
             _, status = os.waitpid(pid, 0)
@@ -134,7 +140,7 @@ def watch_for_node_death() -> None:
             continue
     through_python = os.read(read_end, 1) == b"x"
     code = os.waitstatus_to_exitcode(status)
-    if not through_python and code != 0:
+    if not through_python and code != 0 and not told:
         print(NODE_DIED, file=sys.stderr, flush=True)
         os._exit(NodeDied.exit_code)
     os._exit(code if code >= 0 else 128 - code)
