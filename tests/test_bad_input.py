@@ -523,6 +523,7 @@ def in_tmp(tmp_path, monkeypatch):
         raise AssertionError("bad input reached a point of no return (exec / ray.init)")
 
     monkeypatch.setattr(os, "execvp", refuse)  # `mentee ui` would replace the test process
+    monkeypatch.setattr(os, "execv", refuse)
     import ray
 
     monkeypatch.setattr(ray, "init", refuse)
@@ -755,6 +756,7 @@ def test_ui_binds_localhost_unless_told(monkeypatch, tmp_path):
         raise SystemExit(0)
 
     monkeypatch.setattr(os, "execvp", fake_exec)
+    monkeypatch.setattr(os, "execv", fake_exec)  # `mentee ui` execs this Python's mlflow by its path
     for extra in ([], ["--host", "0.0.0.0"]):
         CliRunner().invoke(app, ["ui", "--tracking-uri", "x.db", *extra])
     assert seen[0][seen[0].index("--host") + 1] == "127.0.0.1"

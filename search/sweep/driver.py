@@ -32,6 +32,7 @@ import optuna
 from search.config import CohortReport, CohortSpec, MemberConfig, MemberResult, Status, WorkItem, WorkKind
 from search.mentees import Gatherer, Member, MenteeRecord, search_seeds, seed_items
 from search.spaces import SearchSpace
+from search.sweep.ledger import WITHHELD
 from search.sweep.suggest import ArmBalance
 from search.sweep.target import ask_fitting
 from search.tracking import OUTAGE_SECONDS, ResultJournal, SweepTracker, TrackingUnavailable
@@ -119,6 +120,9 @@ class Driver:
             # with a `target:` device, configs over its size budget are told to Optuna and asked again (never trained)
             trial, cfg = ask_fitting(self.study, self.space, self.tags, lambda: self.arms.ask(self.study, self.space))
             trial.set_user_attr("config", cfg.to_dict())
+            withheld = trial.user_attrs.get(WITHHELD)
+        if withheld:  # methods the ledger kept from this ask, and why: on its MLflow run too
+            self.item_tags[str(trial.number)] = {"mentee.withheld": withheld}
         self.planned += 1
         self.queue_mentee(str(trial.number), WorkKind.SEARCHED, cfg, trial.number)
         self.add_twin(cfg)
@@ -237,6 +241,9 @@ class Driver:
         for rec, _ in new:
             if rec.optuna_number is not None:
                 self.tell(rec.optuna_number, rec.status, rec.val_acc, rec.cost)
+            if rec.status is Status.FINISHED:  # the searcher learns which mentor methods pay, seed by seed
+                with self.lock:
+                    self.arms.ledger.observe(rec.config, dict(zip(rec.seeds, rec.val_accs)))
         for rec in records:
             self._count(rec, rec.kind is not WorkKind.REEVAL)
 

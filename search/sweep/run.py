@@ -36,13 +36,14 @@ from search.errors import SweepInterrupted, UserError
 from search.spaces import SearchSpace, space_hash
 from search.sweep.driver import Driver, MenteeBudget, SweepSummary
 from search.sweep.faults import check_cluster_fits, raise_if_node_died, warn_if_unauthenticated
+from search.sweep.ledger import MethodLedger
 from search.sweep.mentor import mentor_outputs
 from search.sweep.plan import plan_sweep, trial_payload
 from search.sweep.racing import race
 from search.sweep.raytune import cohort_searcher, recorder_callback
 from search.sweep.resume import journal_storage, replay_journal, resume_state
 from search.sweep.suggest import make_sampler
-from search.tracking import ResultJournal, SweepTracker
+from search.tracking import ResultJournal, SweepTracker, load_runs
 from search.train.trial import cohort_trainable
 
 __all__ = ["run_sweep", "SweepSummary"]
@@ -99,6 +100,10 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     driver = Driver(space, study, tracker, parent, plan.cohort_size, tags, summary, n_train=len(splits.x_train),
                     journal=ResultJournal(work / "journal" / parent),  # results on disk until MLflow has them
                     seeds=plan.seeds, mentee_budget=mentee_budget)
+    # what earlier sweeps of this experiment (and, resumed, this one) learnt about which mentor methods pay
+    earlier = load_runs(tracker.uri, experiment) if tracker.has_mentees() else None
+    if earlier is not None and len(earlier):
+        driver.arms.ledger = MethodLedger.from_runs(earlier)
     if resume:  # what the journal kept (an MLflow outage, a kill mid-write) is written first, never retrained
         recorded = tracker.existing_member_ids(parent)
         resume_state(driver, recorded | replay_journal(driver, recorded))

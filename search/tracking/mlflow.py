@@ -390,6 +390,11 @@ class SweepTracker:
             done.update(seed_member_id(mid, s) for s in seeds)
         return done
 
+    def has_mentees(self) -> bool:
+        """Whether the experiment holds any mentee run yet (one cheap query: a new sweep skips reading back)."""
+        found = self.client.search_runs([self.experiment_id], "tags.`mentee.kind` = 'mentee'", ViewType.ACTIVE_ONLY, 1)
+        return bool(found)
+
     def recorded_mentees(self, parent_run_id: str) -> dict[str, tuple[str, set[int]]]:
         """Mentee id → (its run id, every seed it holds, failed ones too: they were trained) for the
         children logged completely under the parent; children still RUNNING are deleted (see above)."""
