@@ -231,6 +231,14 @@ def runs_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def fits_training(frame: pd.DataFrame, profile) -> pd.DataFrame:
+    """The training-memory column a profile budgets (results.costs fills it from the architecture), all 1 MiB."""
+    for m in profile.check(frame.iloc[0]):
+        if m.budget.axis.startswith("train_bytes"):
+            frame[m.budget.axis] = float(1 << 20)
+    return frame
+
+
 def test_pick_checks_latency_on_the_best_candidates_only():
     slow = load_devices(None)["rpi4"]  # latency ≤ 10 ms at scale 4: ≤ 2.5 ms here
     timed = []
@@ -239,10 +247,10 @@ def test_pick_checks_latency_on_the_best_candidates_only():
         timed.append(row["run_id"])
         return {"r0": 9.0, "r1": 3.0}.get(row["run_id"], 0.5)
 
-    row, nearest = pick_for_device(runs_frame(), slow, latency=latency)
+    row, nearest = pick_for_device(fits_training(runs_frame(), slow), slow, latency=latency)
     assert row["run_id"] == "r2" and row["latency_ms"] == 0.5 and nearest == []
     assert timed == ["r0", "r1", "r2"]  # best first; r3 never timed
-    row, nearest = pick_for_device(runs_frame(), slow, latency=lambda r: 5.0)
+    row, nearest = pick_for_device(fits_training(runs_frame(), slow), slow, latency=lambda r: 5.0)
     assert row is None and len(nearest) == 3
     assert all("latency_ms: 5 ms × 4 = 20 ms > 10 ms" in str(m[0]) for _, m in nearest)
 
