@@ -2,6 +2,7 @@
 
     mlflow    URIs and clients; SweepTracker, the driver's writer (a parent run per sweep,
               a child run per mentee)
+    record    how a mentee becomes a run and back: the record's names, written and read in one place
     runs      reading back: load_runs (one row per mentee), load_member, load_curves
     registry  a device's pick in the model registry (alias = the device)
     retry     MLflow calls retried on a second writer's lock or a blip

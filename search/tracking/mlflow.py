@@ -21,9 +21,7 @@ Reading back is `search.tracking.runs`; the model registry `search.tracking.regi
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -43,10 +41,11 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from search.config import MemberConfig, MemberResult, Status, WorkItem, WorkKind, seed_member_id
+from search.config import MemberResult, WorkItem, WorkKind, seed_member_id
 from search.errors import UserError
-from search.mentees import MenteeRecord, mean_std
+from search.mentees import MenteeRecord
 from search.tracking import bulk
+from search.tracking.record import added_seeds, ints, mapping_string, mentee_run
 from search.tracking.retry import first_touch, retrying
 from search.tracking.stores import check_store
 
@@ -59,7 +58,6 @@ __all__ = ["DEFAULT_TRACKING_URI", "SweepTracker", "mapping_string", "resolve_ur
 # MLflow 3's own default; the old ./mlruns file store is refused from 3.13.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
-_RUN_STATUS = {Status.FINISHED: "FINISHED", Status.PRUNED: "KILLED", Status.FAILED: "FAILED"}
 _PAGE = 1000
 
 
@@ -92,54 +90,6 @@ def resolve_uri(uri: str | None) -> str:
         raise UserError(f"{source} {uri!r}: a directory means MLflow's file store, which MLflow refuses since "
                         f"3.13; {_EXPECTED}")
     raise UserError(f"{source} {uri!r}: unknown scheme '{scheme}:'; {_EXPECTED} ({', '.join(_SCHEMES)})")
-
-
-def mapping_string(config: MemberConfig) -> str:
-    """Readable mentor side, e.g. `layer2->layer3:rmse@0.1;kd@0.5/T4`; `none` when independent.
-    Each loss term writes its own part (`search.terms`)."""
-    from search.terms import describe_terms  # here: the terms are torch modules, and reading runs needs no torch
-
-    return describe_terms(config.terms)
-
-
-def _widths(config: MemberConfig) -> str:
-    return "x".join(str(w) for w in config.arch.widths)
-
-
-def _run_name(config: MemberConfig) -> str:
-    # e.g. conv1d-8x8-hint0.1-kd0.5: enough to tell members apart in the UI's run list.
-    parts = [f"{t.kind}{t.weight:g}" for t in config.active_terms() if t.uses_mentor]
-    return f"{config.arch.family}-{_widths(config)}-{'-'.join(parts) or 'indep'}"
-
-
-def _member_params(config: MemberConfig) -> dict[str, str]:
-    """Dotted params: `arch.widths=8x8`, `train.lr=0.003`, one `term.<kind>` per loss term kind."""
-    from search.terms import TERMS  # here: the terms are torch modules, and reading runs needs no torch
-
-    d = config.to_dict()
-    out = {f"arch.{k}": _widths(config) if k == "widths" else str(v) for k, v in d["arch"].items()}
-    out.update({f"train.{k}": str(v) for k, v in d["train"].items()})
-    by_kind: dict[str, list[str]] = {}
-    for t in config.terms:  # zero-weight terms included: the params record the config, the tag the effect
-        by_kind.setdefault(t.kind, []).append(TERMS[t.kind].describe(t))
-    out.update({f"term.{k}": ";".join(v) for k, v in by_kind.items()})
-    out["independent"] = str(config.independent)
-    return out
-
-
-def _seed_metrics(seeds: Sequence[int], vals: Sequence[float], tests: Sequence[float]) -> list[tuple[str, float, int]]:
-    """Each seed's accuracies under its own name: `val_acc.s3`, `test_acc.s3`."""
-    return [m for s, v, t in zip(seeds, vals, tests) for m in ((f"val_acc.s{s}", float(v), 0),
-                                                               (f"test_acc.s{s}", float(t), 0))]
-
-
-def _summary_metrics(vals: Sequence[float], tests: Sequence[float]) -> list[tuple[str, float, int]]:
-    """The mentee's numbers over its seeds, at step = how many seeds: a later re-evaluation logs
-    them again at a higher step, and MLflow's latest value (what search and the UI show) is the newest."""
-    n = len(vals)
-    (va, vs), (ta, ts) = mean_std(vals), mean_std(tests)
-    return [("val_acc", va, n), ("val_acc_std", vs, n), ("test_acc", ta, n), ("test_acc_std", ts, n),
-            ("n_seeds", float(n), n)]
 
 
 def _client(uri: str | None, *, must_exist: bool = False) -> MlflowClient:
@@ -292,7 +242,7 @@ class SweepTracker:
             return []
         refs = self._save_weights(parent_run_id, [rec for rec, _ in records])
         now = int(time.time() * 1000)
-        runs = [self._mentee_run(parent_run_id, rec, tags, refs.get(rec.mentee_id, {}), now) for rec, tags in records]
+        runs = [mentee_run(parent_run_id, rec, tags, refs.get(rec.mentee_id, {}), now) for rec, tags in records]
         return bulk.create_runs(self.uri, self.experiment_id, runs)  # retried inside, whole
 
     def add_seeds(self, parent_run_id: str, updates: Sequence[tuple[str, MenteeRecord]]) -> None:
@@ -305,20 +255,8 @@ class SweepTracker:
         batch = []
         for run_id, rec in updates:
             run = _get_run(self.client, run_id)
-            tags, metrics = run.data.tags, run.data.metrics
-            seeds = [int(x) for x in tags.get("mentee.seeds", "").split(",") if x]
-            vals = {s: metrics[f"val_acc.s{s}"] for s in seeds if f"val_acc.s{s}" in metrics}
-            tests = {s: metrics[f"test_acc.s{s}"] for s in seeds if f"test_acc.s{s}" in metrics}
-            vals.update(zip(rec.seeds, rec.val_accs))
-            tests.update(zip(rec.seeds, rec.test_accs))
-            weights = {**json.loads(tags.get("mentee.weights", "{}")), **refs.get(rec.mentee_id, {})}
-            all_seeds = sorted(vals)
-            out = _seed_metrics(rec.seeds, rec.val_accs, rec.test_accs)
-            out += _summary_metrics([vals[s] for s in all_seeds], [tests.get(s, math.nan) for s in all_seeds])
-            new_tags = {"mentee.seeds": ",".join(map(str, all_seeds)), "mentee.weights": json.dumps(weights)}
-            if tags.get("mentee.status") != str(Status.FINISHED) and rec.status is Status.FINISHED:
-                new_tags["mentee.status"] = str(Status.FINISHED)
-            batch.append((run_id, [m for m in out if not math.isnan(m[1])], new_tags))
+            metrics, tags = added_seeds(run.data.tags, run.data.metrics, rec, refs.get(rec.mentee_id, {}))
+            batch.append((run_id, metrics, tags))
         bulk.update_runs(self.uri, batch)
 
     def _save_weights(self, parent_run_id: str, records: Sequence[MenteeRecord]) -> dict[str, dict[str, str]]:
@@ -336,40 +274,6 @@ class SweepTracker:
             torch.save(states, Path(tmp) / name)
             self.client.log_artifact(parent_run_id, str(Path(tmp) / name), "weights")
         return {r.mentee_id: {str(s): f"weights/{name}" for s in r.weights} for r in records}
-
-    def _mentee_run(self, parent_run_id: str, rec: MenteeRecord, tags: Mapping[str, str],
-                    weights: dict[str, str], now: int) -> bulk.NewRun:
-        config = rec.config
-        metrics = _seed_metrics(rec.seeds, rec.val_accs, rec.test_accs)
-        metrics += _summary_metrics(rec.val_accs, rec.test_accs)
-        scalars = {**rec.cost, "train_seconds": rec.train_seconds, "epochs_run": rec.epochs_run}
-        metrics += [(k, float(v), 0) for k, v in scalars.items()]
-        for name, values in rec.curves.items():
-            metrics += [(f"curve.{name}", float(v), step) for step, v in enumerate(values)]
-        run_tags = {
-            **{str(k): str(v) for k, v in tags.items()},
-            "mlflow.parentRunId": parent_run_id,
-            "mlflow.runName": _run_name(config),
-            "mentee.kind": "mentee",
-            "mentee.member_id": rec.mentee_id,
-            "mentee.work": rec.kind.value,
-            "mentee.status": str(rec.status),
-            "mentee.arch_key": config.arch.key(),
-            "mentee.family": config.arch.family,
-            "mentee.mapping": mapping_string(config),
-            "mentee.seeds": ",".join(map(str, rec.seeds)),
-            "mentee.config": json.dumps(config.to_dict()),
-            "mentee.weights": json.dumps(weights),
-            "mentee.node_id": rec.node_id,
-        }
-        if rec.failed_seeds:
-            run_tags["mentee.failed_seeds"] = ",".join(map(str, rec.failed_seeds))
-        if rec.error:
-            run_tags["mentee.error"] = rec.error[:MAX_TAG_VAL_LENGTH]
-        return bulk.NewRun(run_name=_run_name(config), tags=run_tags,
-                           params={k: v[:MAX_PARAM_VAL_LENGTH] for k, v in _member_params(config).items()},
-                           metrics=[m for m in metrics if not math.isnan(m[1])],
-                           status=_RUN_STATUS.get(rec.status, "FAILED"), start_ms=now, end_ms=now)
 
     def finish_sweep(
         self, parent_run_id: str, status: str = "FINISHED", metrics: Mapping[str, float] | None = None
@@ -405,8 +309,7 @@ class SweepTracker:
                 self.client.delete_run(r.info.run_id)
             elif "mentee.member_id" in r.data.tags:
                 tags = r.data.tags
-                seeds = {int(x) for key in ("mentee.seeds", "mentee.failed_seeds")
-                         for x in tags.get(key, "").split(",") if x}
+                seeds = {*ints(tags.get("mentee.seeds")), *ints(tags.get("mentee.failed_seeds"))}
                 out[tags["mentee.member_id"]] = (r.info.run_id, seeds)
         return out
 

@@ -22,6 +22,7 @@ from search.config import COST_AXES, MemberConfig, seed_member_id
 from search.errors import UserError
 from search.tracking.fastread import RunRecord, experiment_ids, read_runs
 from search.tracking.mlflow import _client, _get_run, resolve_uri
+from search.tracking.record import ints, seeds_of
 from search.tracking.stores import check_store
 
 if TYPE_CHECKING:
@@ -68,29 +69,12 @@ RUN_COLUMNS: dict[str, str] = {
 }
 
 
-def _ints(text: str | None) -> tuple[int, ...]:
-    return tuple(int(x) for x in (text or "").split(",") if x.strip())
-
-
-def _seeds(tags: Mapping[str, str], metrics: Mapping[str, float]) -> tuple[tuple[int, ...], tuple, tuple]:
-    """A mentee's seeds and each one's val and test accuracy. A run written before seeds were fused
-    (one seed, no `mentee.seeds`) reads as a mentee of that one seed."""
-    nan = float("nan")
-    if "mentee.seeds" not in tags:
-        seed = int(tags.get("mentee.seed", 0))
-        one = ((seed,), (metrics.get("val_acc", nan),), (metrics.get("test_acc", nan),))
-        return one if tags.get("mentee.status") == "finished" else ((), (), ())
-    seeds = _ints(tags["mentee.seeds"])
-    return (seeds, tuple(metrics.get(f"val_acc.s{s}", nan) for s in seeds),
-            tuple(metrics.get(f"test_acc.s{s}", nan) for s in seeds))
-
-
 def _row(run: RunRecord | Any) -> dict[str, Any]:
     """One frame row of a run: a RunRecord (`read_runs`) or an MLflow Run (get_run, search_runs)."""
     run = run if isinstance(run, RunRecord) else RunRecord.from_run(run)
     tags, params, metrics = run.tags, run.params, run.metrics
     nan = float("nan")
-    seeds, vals, tests = _seeds(tags, metrics)
+    seeds, vals, tests = seeds_of(tags, metrics)
     return {
         "run_id": run.run_id,
         "parent_run_id": tags.get("mlflow.parentRunId"),
@@ -115,7 +99,7 @@ def _row(run: RunRecord | Any) -> dict[str, Any]:
         },
         "val_accs": vals,
         "test_accs": tests,
-        "failed_seeds": _ints(tags.get("mentee.failed_seeds")),
+        "failed_seeds": ints(tags.get("mentee.failed_seeds")),
         "config": tags.get("mentee.config"),
         "start_time": pd.Timestamp(run.start_time, unit="ms", tz="UTC"),
     }
@@ -158,7 +142,7 @@ def load_runs(
 def best_seed(tags: Mapping[str, str], metrics: Mapping[str, float]) -> int | None:
     """The mentee's seed with the best validation accuracy (ties: the lowest seed): whose weights
     `load_member` returns, so export and the registry hold one real network chosen on validation."""
-    seeds, vals, _ = _seeds(tags, metrics)
+    seeds, vals, _ = seeds_of(tags, metrics)
     ranked = [(v, -s) for s, v in zip(seeds, vals) if v == v]
     return -max(ranked)[1] if ranked else None
 
