@@ -54,8 +54,31 @@ def unused_port() -> int:
     return free_port()
 
 
+def mlflow_answers(base: str) -> bool:
+    """Whether an MLflow server answers GET /health at `base` (it takes ~15 s after its start)."""
+    try:
+        with urllib.request.urlopen(base + "/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
+def mlflow_up():
+    """`mlflow_up(base, proc, seconds)`: wait until the server `proc` started answers at `base`; False if
+    `proc` died or `seconds` passed first (the caller says what failed, with its own log)."""
+    def wait(base: str, proc: subprocess.Popen, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not mlflow_answers(base):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
+    return wait
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory, mlflow_up):
     """One real `mlflow server` on sqlite for the session (it takes ~15 s to answer); its
     whole process group is killed at the end. Tests keep apart by experiment name."""
     srv = tmp_path_factory.mktemp("mlflow-server")
@@ -66,17 +89,8 @@ def mlflow_server(tmp_path_factory):
     proc = subprocess.Popen(cmd, cwd=srv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not come up:\n{(srv / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        if not mlflow_up(base, proc, 90):
+            pytest.fail(f"mlflow server did not come up:\n{(srv / 'server.log').read_text()[-3000:]}")
         yield base
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the server forks workers: signal its whole session

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -188,7 +187,7 @@ def log_small_sweep(uri: str, exp: str) -> tuple[str, list[str]]:
     return parent, [client.get_run(r).info.run_name for r in runs.run_id]
 
 
-def test_mentee_ui_opens_the_sweeps_mentees_flat_sorted_with_their_numbers(tmp_path, unused_port):
+def test_mentee_ui_opens_the_sweeps_mentees_flat_sorted_with_their_numbers(tmp_path, unused_port, mlflow_up):
     """`mentee ui` on a store with a sweep prints a URL that opens its mentees as rows of their own (the parent
     filtered out, nothing folded under it), val_acc, test_acc, params, bytes_int8 and the arm as columns, best
     val_acc first; on one MLflow worker and no job runner."""
@@ -210,15 +209,8 @@ def test_mentee_ui_opens_the_sweeps_mentees_flat_sorted_with_their_numbers(tmp_p
                 url = line.split(": ", 1)[1].strip()
         assert url is not None and f"viewStateShareKey=mentee-{parent}" in url, url
         base = url.split("/#/")[0]
-        while True:  # the server answers after ~15 s
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline + 60, "mentee ui's server did not come up"
-            time.sleep(0.5)
+        # the server answers after ~15 s
+        assert mlflow_up(base, proc, deadline + 60 - time.monotonic()), "mentee ui's server did not come up"
         dom = dump_dom(tmp_path, url, names + ["bytes_int8"])
         text = text_of(dom)
         for column in ("val_acc", "test_acc", "params", "bytes_int8", "mentee.arm"):

@@ -15,8 +15,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -74,7 +72,7 @@ def postgres():
 
 
 @pytest.fixture(scope="module")
-def server(postgres):
+def server(postgres, mlflow_up):
     """A real `mlflow server` on the PostgreSQL store, in its own session (its workers outlive a plain kill)."""
     port, log = _free_port(), tempfile.TemporaryFile()
     MlflowClient(postgres).search_experiments()  # MLflow's tables made once, before the server opens them too
@@ -84,18 +82,9 @@ def server(postgres):
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"mlflow server on PostgreSQL did not come up:\n{log.read().decode()[-3000:]}")
-            time.sleep(0.5)
+        if not mlflow_up(url, proc, 120):
+            log.seek(0)
+            pytest.fail(f"mlflow server on PostgreSQL did not come up:\n{log.read().decode()[-3000:]}")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
