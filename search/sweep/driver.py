@@ -61,7 +61,6 @@ class SweepSummary:
     nodes: Counter = field(default_factory=Counter)  # node id → cohorts it trained
     seeds_trained: int = 0  # members (one seed of one mentee each), re-evaluation's included
     returned: int = 0  # mentees back from training, whole (counted on the driver's thread, before the write)
-    best_val: float = -1.0  # the best mentee's val accuracy so far (its seed mean)
 
     @property
     def finished(self) -> int:
@@ -265,8 +264,6 @@ class Driver:
             return
         s.recorded += 1
         s.counts[rec.status] += 1
-        if rec.status is Status.FINISHED and rec.val_acc == rec.val_acc:
-            s.best_val = max(s.best_val, rec.val_acc)
         if self.progress is not None:
             if rec.status is Status.FINISHED:
                 self.progress.best(rec.val_acc)  # a mentee's seed mean: the number every view shows

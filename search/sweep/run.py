@@ -100,8 +100,9 @@ def run_sweep(space: SearchSpace, *, tracking_uri: str | None = None, address: s
     driver = Driver(space, study, tracker, parent, plan.cohort_size, tags, summary, n_train=len(splits.x_train),
                     journal=ResultJournal(work / "journal" / parent),  # results on disk until MLflow has them
                     seeds=plan.seeds, mentee_budget=mentee_budget)
-    # what earlier sweeps of this experiment (and, resumed, this one) learnt about which mentor methods pay
-    earlier = load_runs(tracker.uri, experiment) if tracker.has_mentees() else None
+    # what earlier sweeps of this experiment (and, resumed, this one) learnt about which mentor methods pay;
+    # a space without mentor terms has nothing to learn, and its start-up reads nothing back
+    earlier = load_runs(tracker.uri, experiment) if driver.arms.on and tracker.has_mentees() else None
     if earlier is not None and len(earlier):
         driver.arms.ledger = MethodLedger.from_runs(earlier)
     if resume:  # what the journal kept (an MLflow outage, a kill mid-write) is written first, never retrained
